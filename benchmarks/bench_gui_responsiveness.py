@@ -1,0 +1,99 @@
+"""Is napari responsive while AmbiSeg samples? Event-loop gaps measured with a 10 ms QTimer.
+
+    python benchmarks/bench_gui_responsiveness.py [--weights FILE|bundled] [--n 16] [--steps 10]
+                                                  [--size 512] [--runs 3]
+
+Runs the sampling dock in a shown napari viewer (needs a display: use xvfb-run on a headless
+machine) and prints, per run, the sampling time and the event-loop gaps while it ran (max,
+99th and 95th percentile), split into the time the worker was busy and the time the GUI
+thread spent putting the results into the viewer. Default model: the untrained tiny test
+model (same GUI path, less CPU); `--weights bundled` uses the real one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+
+def measure(viewer, widget, tick_ms: int = 10, timeout_s: float = 600.0) -> dict:
+    """Run `widget` once and return the event-loop gaps (ms) while the worker ran and while
+    the results were added."""
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    stamps: list[float] = []
+    marks: dict[str, float] = {}
+    timer = QTimer()
+    timer.setInterval(tick_ms)
+    timer.timeout.connect(lambda: stamps.append(time.perf_counter()))
+    loop = QEventLoop()
+    widget.done.connect(loop.quit)
+    timer.start()
+    marks["start"] = time.perf_counter()
+    worker = widget.run()
+    worker.returned.connect(lambda _: marks.setdefault("returned", time.perf_counter()))
+    QTimer.singleShot(int(timeout_s * 1000), loop.quit)
+    loop.exec()
+    marks["done"] = time.perf_counter()
+    timer.stop()
+    widget.done.disconnect(loop.quit)
+    t = np.array([marks["start"], *stamps, marks["done"]])
+    gaps = np.diff(t) * 1000
+    # gaps ending before the results arrived = while the worker sampled
+    during = gaps[t[1:] <= marks.get("returned", marks["done"])]
+    return {
+        "seconds": round(marks["done"] - marks["start"], 3),
+        "sampling_gap_ms": _stats(during),
+        "all_gap_ms": _stats(gaps),
+        "result_to_layers_ms": round((marks["done"] - marks.get("returned", marks["done"]))
+                                     * 1000, 1),
+        "error": None if widget.last_error is None else str(widget.last_error),
+    }
+
+
+def _stats(g: np.ndarray) -> dict:
+    if g.size == 0:
+        return {"max": 0.0, "p99": 0.0, "p95": 0.0, "ticks": 0}
+    return {"max": round(float(g.max()), 1), "p99": round(float(np.percentile(g, 99)), 1),
+            "p95": round(float(np.percentile(g, 95)), 1), "ticks": int(g.size)}
+
+
+def main() -> None:
+    import napari
+
+    from napari_ambiseg.segmenter import Segmenter
+    from napari_ambiseg.widgets.sampling import SamplingWidget
+    from napari_ambiseg.widgets.tiny import tiny_segmenter
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--weights", default=None, help="a .safetensors file, or 'bundled'")
+    p.add_argument("--n", type=int, default=16)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--size", type=int, default=512, help="image side (pixels)")
+    p.add_argument("--runs", type=int, default=3)
+    a = p.parse_args()
+
+    if a.weights is None:
+        seg, name = tiny_segmenter(), "tiny untrained test model"
+    else:
+        seg = Segmenter.load(None if a.weights == "bundled" else a.weights, "cpu")
+        name = a.weights
+    viewer = napari.Viewer(show=True)
+    rng = np.random.default_rng(0)
+    viewer.add_image(rng.normal(-600, 200, (a.size, a.size)).astype(np.float32), name="ct")
+    widget = SamplingWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="AmbiSeg")
+    widget.set_segmenter(seg, name)
+    widget.n.setValue(a.n)
+    widget.steps.setValue(a.steps)
+    print(f"model: {name}; image {a.size}x{a.size}; N={a.n}, steps={a.steps}")
+    for i in range(a.runs):
+        print(json.dumps({"run": i + 1, **measure(viewer, widget)}))
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()

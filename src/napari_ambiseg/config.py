@@ -1,0 +1,94 @@
+"""`ModelConfig`: the one object that describes a model (network, diffusion and its defaults)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+FORMAT_VERSION = 1
+
+PREDICTIONS = ("eps", "x", "v")
+SCHEDULES = ("cosine", "linear")
+WEIGHTINGS = ("snr", "snr+1", "1", "sigmoid")
+SAMPLERS = ("ddpm", "ddim")
+
+
+@dataclass
+class ModelConfig:
+    # --- network ---
+    in_channels: int = 1                     # image channels
+    crop_size: int = 64                      # the model works at the nodule scale (pixels)
+    context_size: int = 128                  # intensity-normalisation context around the crop
+    image_widths: tuple[int, ...] = (32, 64, 128)  # image encoder, at crop/2, /4, /8
+    mask_widths: tuple[int, ...] = (24, 48, 96)    # mask denoiser, same scales
+    space_to_depth: int = 2                  # the mask is folded 2x2 -> 4 channels
+    time_dim: int = 64
+    # --- CIMD-style ambiguity latent (0 = off) ---
+    latent_dim: int = 0
+    kl_weight: float = 1e-3
+    # --- diffusion ---
+    schedule: str = "cosine"
+    input_scale: float = 0.1                 # b: SNR_b(t) = b^2 SNR(t)
+    logsnr_min: float = -20.0
+    logsnr_max: float = 20.0
+    prediction: str = "x"
+    loss_weighting: str = "snr+1"
+    sigmoid_bias: float = 0.0                # k in sigmoid(logSNR - k)
+    # --- sampling defaults ---
+    sampler: str = "ddpm"
+    steps: int = 10
+    n_samples: int = 16
+    # --- preprocessing (documented in docs/model_card.md) ---
+    modality: str = "CT"
+    hu_window: tuple[float, float | None] = (-1000.0, None)  # lower clip; upper = crop max
+    name: str = "ambiseg"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.image_widths = tuple(int(w) for w in self.image_widths)
+        self.mask_widths = tuple(int(w) for w in self.mask_widths)
+        self.hu_window = tuple(self.hu_window)  # type: ignore[assignment]
+        self.validate()
+
+    def validate(self) -> None:
+        checks = [
+            (self.prediction in PREDICTIONS, f"prediction must be one of {PREDICTIONS}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
+            (self.loss_weighting in WEIGHTINGS, f"loss_weighting must be one of {WEIGHTINGS}"),
+            (self.sampler in SAMPLERS, f"sampler must be one of {SAMPLERS}"),
+            (self.input_scale > 0, "input_scale must be > 0"),
+            (self.crop_size % (self.space_to_depth * 2 ** len(self.mask_widths)) == 0,
+             "crop_size must be divisible by space_to_depth * 2**len(mask_widths)"),
+            (len(self.image_widths) == len(self.mask_widths),
+             "image_widths and mask_widths need the same number of scales"),
+            (self.context_size >= self.crop_size, "context_size must be >= crop_size"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"ModelConfig: {message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["format_version"] = FORMAT_VERSION
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        d = dict(d)
+        version = d.pop("format_version", FORMAT_VERSION)
+        if version > FORMAT_VERSION:
+            raise ValueError(f"model format version {version} is newer than this napari-ambiseg "
+                             f"understands ({FORMAT_VERSION}); upgrade napari-ambiseg")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"ModelConfig: unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)

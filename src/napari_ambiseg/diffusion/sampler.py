@@ -1,0 +1,70 @@
+"""Ancestral (DDPM) and DDIM samplers over a uniform time grid, all samples in one batch.
+
+From t to s < t with r = SNR(t) / SNR(s):
+  mean = r (alpha_s / alpha_t) x_t + (1 - r) alpha_s x_hat
+  var  = (1 - r) sigma_t^2 ("large") or (1 - r) sigma_s^2 ("small", the true posterior)
+DDIM (eta = 0): x_s = alpha_s x_hat + sigma_s eps_hat. The last step returns x_hat.
+Exactly `steps` network evaluations per sample.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .parameterization import x_from_prediction
+from .schedule import Schedule
+
+# denoise(x_t, logsnr) -> raw network output of the model's prediction type
+Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def time_grid(steps: int) -> torch.Tensor:
+    if steps < 1:
+        raise ValueError("steps must be >= 1")
+    return torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+
+
+@torch.no_grad()
+def sample_masks(denoise: Denoise, schedule: Schedule, shape: tuple[int, ...], *, steps: int,
+                 prediction: str, sampler: str = "ddpm", variance: str = "large",
+                 generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+                 on_step: Callable[[int, int], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> torch.Tensor:
+    """Draw x_0 estimates (in [-1, 1] for x-prediction) of the given shape.
+
+    `on_step(i, steps)` is called after each network evaluation; `should_stop()` is checked
+    before each one and stops early (raising `Cancelled`).
+    """
+    from ..errors import Cancelled
+
+    device = torch.device(device)
+    x = torch.randn(shape, generator=generator, device="cpu").to(device)
+    ts = time_grid(steps)
+    logsnrs = schedule.logsnr(ts).to(device)
+    x_hat = x
+    for i in range(steps):
+        if should_stop is not None and should_stop():
+            raise Cancelled("sampling cancelled")
+        l_t, l_s = logsnrs[i], logsnrs[i + 1]
+        alpha_t, sigma_t = Schedule.alpha_sigma(l_t)
+        out = denoise(x, l_t.expand(shape[0]))
+        x_hat = x_from_prediction(out.float(), x, alpha_t, sigma_t, prediction).clamp(-1.0, 1.0)
+        if on_step is not None:
+            on_step(i + 1, steps)
+        if i == steps - 1:
+            break
+        alpha_s, sigma_s = Schedule.alpha_sigma(l_s)
+        if sampler == "ddim":
+            eps_hat = (x - alpha_t * x_hat) / sigma_t
+            x = alpha_s * x_hat + sigma_s * eps_hat
+        elif sampler == "ddpm":
+            r = torch.exp(l_t - l_s)
+            mean = r * (alpha_s / alpha_t) * x + (1 - r) * alpha_s * x_hat
+            var = (1 - r) * (sigma_t**2 if variance == "large" else sigma_s**2)
+            noise = torch.randn(shape, generator=generator, device="cpu").to(device)
+            x = mean + var.clamp_min(0).sqrt() * noise
+        else:
+            raise ValueError(f"unknown sampler {sampler!r}")
+    return x_hat

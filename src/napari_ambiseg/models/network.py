@@ -1,0 +1,186 @@
+"""AmbiSegNet: conditional diffusion denoiser designed for CPU speed.
+
+The cost is split so that the work done per sample and per step is small:
+- `ImageEncoder` sees the image crop once per request and yields features at 1/2, 1/4 and 1/8
+  of the crop size; they are reused by every sample and every step.
+- `MaskDenoiser` sees the noisy mask folded 2x2 into channels (space-to-depth), so its
+  finest level is at half resolution, adds the image features at each level, and is
+  conditioned on the noise level and (optionally) on an ambiguity latent z through FiLM.
+- `LatentNets` (CIMD-style): a prior over z from the image features and a posterior from image
+  and expert mask, both diagonal Gaussians, trained with KL(posterior || prior). At sampling
+  time z is drawn from the prior, one per sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from ..config import ModelConfig
+from .blocks import ResBlock, group_norm, sinusoidal_embedding
+
+
+class ImageEncoder(nn.Module):
+    def __init__(self, in_ch: int, widths: tuple[int, ...], out_widths: tuple[int, ...]):
+        super().__init__()
+        self.stem = nn.Conv2d(in_ch, widths[0], 3, padding=1)
+        self.full = ResBlock(widths[0], widths[0])
+        self.downs = nn.ModuleList()
+        self.blocks = nn.ModuleList()
+        prev = widths[0]
+        for w in widths:
+            self.downs.append(nn.Conv2d(prev, w, 3, stride=2, padding=1))
+            self.blocks.append(nn.ModuleList([ResBlock(w, w), ResBlock(w, w)]))
+            prev = w
+        self.proj = nn.ModuleList(nn.Conv2d(w, o, 1) for w, o in zip(widths, out_widths))
+
+    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        h = self.full(self.stem(image))
+        feats = []
+        for down, blocks, proj in zip(self.downs, self.blocks, self.proj):
+            h = down(h)
+            for b in blocks:
+                h = b(h)
+            feats.append(proj(h))
+        return feats
+
+
+class MaskDenoiser(nn.Module):
+    def __init__(self, cfg: ModelConfig, emb_dim: int):
+        super().__init__()
+        w, s = cfg.mask_widths, cfg.space_to_depth
+        self.s = s
+        self.inp = nn.Conv2d(s * s, w[0], 3, padding=1)
+        self.enc = nn.ModuleList()
+        self.downs = nn.ModuleList()
+        for i, wi in enumerate(w):
+            self.enc.append(ResBlock(wi, wi, emb_dim))
+            if i + 1 < len(w):
+                self.downs.append(nn.Conv2d(wi, w[i + 1], 3, stride=2, padding=1))
+        self.mid = ResBlock(w[-1], w[-1], emb_dim)
+        self.ups = nn.ModuleList()
+        self.dec = nn.ModuleList()
+        for i in range(len(w) - 1, 0, -1):
+            self.ups.append(nn.Conv2d(w[i], w[i - 1], 1))
+            self.dec.append(ResBlock(w[i - 1], w[i - 1], emb_dim))
+        self.out_norm = group_norm(w[0])
+        self.out = nn.Conv2d(w[0], s * s, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x_t: torch.Tensor, feats: list[torch.Tensor], emb: torch.Tensor):
+        h = self.inp(F.pixel_unshuffle(x_t, self.s)) + feats[0]
+        skips = []
+        for i, block in enumerate(self.enc):
+            if i > 0:
+                h = self.downs[i - 1](h) + feats[i]
+            h = block(h, emb)
+            skips.append(h)
+        h = self.mid(h, emb)
+        for up, block, skip in zip(self.ups, self.dec, reversed(skips[:-1])):
+            h = F.interpolate(up(h), scale_factor=2, mode="nearest") + skip
+            h = block(h, emb)
+        return F.pixel_shuffle(self.out(F.silu(self.out_norm(h))), self.s)
+
+
+@dataclass
+class Gaussian:
+    mu: torch.Tensor
+    logvar: torch.Tensor
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        eps = torch.randn(self.mu.shape, generator=generator, device="cpu").to(self.mu)
+        return self.mu + (0.5 * self.logvar).exp() * eps
+
+    def rsample(self) -> torch.Tensor:
+        return self.mu + (0.5 * self.logvar).exp() * torch.randn_like(self.mu)
+
+    def kl(self, other: "Gaussian") -> torch.Tensor:
+        """KL(self || other), summed over latent dims, one value per batch item."""
+        v1, v2 = self.logvar.exp(), other.logvar.exp()
+        return 0.5 * (other.logvar - self.logvar + (v1 + (self.mu - other.mu) ** 2) / v2 - 1).sum(1)
+
+
+class LatentNets(nn.Module):
+    """Prior p(z | image) and posterior q(z | image, mask) (Prob.U-Net / CIMD style)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d, wl = cfg.latent_dim, cfg.image_widths[-1]
+        self.prior_head = nn.Sequential(nn.Linear(wl, 64), nn.SiLU(), nn.Linear(64, 2 * d))
+        widths = cfg.image_widths
+        layers: list[nn.Module] = [nn.Conv2d(cfg.in_channels + 1, widths[0], 3, padding=1)]
+        prev = widths[0]
+        for w in widths:
+            layers += [nn.Conv2d(prev, w, 3, stride=2, padding=1), group_norm(w), nn.SiLU()]
+            prev = w
+        self.posterior_enc = nn.Sequential(*layers)
+        self.posterior_head = nn.Sequential(nn.Linear(prev, 64), nn.SiLU(), nn.Linear(64, 2 * d))
+
+    @staticmethod
+    def _gaussian(params: torch.Tensor) -> Gaussian:
+        mu, logvar = params.chunk(2, dim=1)
+        return Gaussian(mu, logvar.clamp(-10, 5))
+
+    def prior(self, deepest: torch.Tensor) -> Gaussian:
+        return self._gaussian(self.prior_head(deepest.mean((2, 3))))
+
+    def posterior(self, image: torch.Tensor, mask: torch.Tensor) -> Gaussian:
+        h = self.posterior_enc(torch.cat([image, mask], 1))
+        return self._gaussian(self.posterior_head(h.mean((2, 3))))
+
+
+class AmbiSegNet(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        td = cfg.time_dim
+        self.time_mlp = nn.Sequential(nn.Linear(td, td * 2), nn.SiLU(), nn.Linear(td * 2, td))
+        self.encoder = ImageEncoder(cfg.in_channels, cfg.image_widths, cfg.mask_widths)
+        self.denoiser = MaskDenoiser(cfg, td)
+        self.latent = LatentNets(cfg) if cfg.latent_dim > 0 else None
+        self.z_proj = nn.Linear(cfg.latent_dim, td) if cfg.latent_dim > 0 else None
+
+    def encode_image(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """image: (B, C, H, W) normalised to [-1, 1]. Run once per request."""
+        return self.encoder(image)
+
+    def embed(self, logsnr: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        # condition on log-SNR (invariant to the schedule's time parameterisation)
+        emb = self.time_mlp(sinusoidal_embedding(logsnr * 25.0, self.cfg.time_dim))
+        if self.z_proj is not None:
+            if z is None:
+                raise ValueError("this model needs a latent z (latent_dim > 0)")
+            emb = emb + self.z_proj(z)
+        return emb
+
+    def denoise(self, x_t: torch.Tensor, logsnr: torch.Tensor, feats: list[torch.Tensor],
+                z: torch.Tensor | None = None) -> torch.Tensor:
+        """One network evaluation. feats may have batch 1 (broadcast to the samples)."""
+        n = x_t.shape[0]
+        feats = [f.expand(n, -1, -1, -1) if f.shape[0] != n else f for f in feats]
+        out = self.denoiser(x_t, feats, self.embed(logsnr, z))
+        return torch.tanh(out) if self.cfg.prediction == "x" else out
+
+    def forward(self, x_t: torch.Tensor, logsnr: torch.Tensor, image: torch.Tensor,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training pass: (prediction, KL per item). With a latent, z comes from the posterior
+        q(z | image, mask) and the KL to the prior p(z | image) is returned (zeros otherwise).
+        Everything goes through forward() so that DistributedDataParallel sees every use."""
+        feats = self.encode_image(image)
+        kl = x_t.new_zeros(x_t.shape[0])
+        z = None
+        if self.latent is not None:
+            if mask is None:
+                raise ValueError("training a latent model needs the expert mask")
+            posterior = self.latent.posterior(image, mask)
+            z = posterior.rsample()
+            kl = posterior.kl(self.latent.prior(feats[-1]))
+        return self.denoise(x_t, logsnr, feats, z), kl
+
+
+def build_model(cfg: ModelConfig) -> AmbiSegNet:
+    return AmbiSegNet(cfg)

@@ -1,0 +1,68 @@
+"""`TrainConfig`: the recipe (optimiser, schedule, EMA, validation, checkpoints, augmentation)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import ModelConfig
+from .augment import AugmentConfig
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""                    # npz, case folder or (opt-in) pickle
+    val_data: str | None = None
+    iterations: int = 20_000
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: int = 500
+    min_lr_ratio: float = 0.05        # cosine decay ends at lr * min_lr_ratio
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    val_every: int = 1000
+    val_size: int = 64                # fixed, evenly spaced subset of val
+    val_n: int = 16
+    checkpoint_every: int = 200
+    log_every: int = 20
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    allow_pickle: bool = False
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        d = dict(d)
+        aug = AugmentConfig(**d.pop("augment", {}))
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown fields {sorted(unknown)}")
+        return cls(augment=aug, **d)
+
+
+def load_run_config(path: str | Path) -> tuple[ModelConfig, TrainConfig]:
+    """A run config JSON: {"model": {...ModelConfig}, "train": {...TrainConfig}}."""
+    from ..errors import InputError
+
+    p = Path(path)
+    try:
+        raw = json.loads(p.read_text())
+        return ModelConfig.from_dict(raw.get("model", {})), TrainConfig.from_dict(raw.get("train", {}))
+    except FileNotFoundError:
+        raise InputError(f"config file not found: {p}") from None
+    except (ValueError, TypeError) as e:
+        raise InputError(f"config {p} is not valid: {e}") from None
+
+
+def save_run_config(model_cfg: ModelConfig, train_cfg: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(json.dumps({"model": model_cfg.to_dict(), "train": train_cfg.to_dict()},
+                                     indent=2))

@@ -1,0 +1,292 @@
+"""The training loop: AdamW, warm-up + cosine decay, grad clipping, EMA, validation, atomic
+checkpoints with exact resume, CSV log and plot, progress callbacks, and DDP via torchrun.
+
+    train(model_cfg, train_cfg, out_dir, resume=True, callback=print)
+
+Files in out_dir: checkpoint.pt (everything for an exact resume, tensors and plain Python only,
+loaded with weights_only=True), best.safetensors/.json (EMA weights with the best val GED),
+last.safetensors/.json (EMA weights at the end), log.csv, training.png, run.json.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..config import ModelConfig
+from ..device import autocast, resolve_device
+from ..diffusion import Schedule, x_from_prediction
+from ..diffusion.parameterization import loss_weight
+from ..errors import Cancelled, InputError
+from ..models import build_model
+from ..segmenter import Segmenter
+from ..weights_io import atomic_write_bytes, save_weights
+from .augment import make_batch
+from .config import TrainConfig, save_run_config
+from .data import MultiRaterData, load_data
+from .evaluate import evaluate_model
+
+Callback = Callable[[dict[str, Any]], None]
+LOG_FIELDS = ["step", "time_s", "loss", "kl", "lr", "val_ged", "val_hm_iou"]
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    span = max(cfg.iterations - cfg.warmup, 1)
+    progress = min((step - cfg.warmup) / span, 1.0)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class EMA:
+    """Exponential moving average of the weights, with the usual warm-up of the decay."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for e, p in zip(self.model.state_dict().values(), model.state_dict().values()):
+            if e.dtype.is_floating_point:
+                e.lerp_(p, 1 - d)
+            else:
+                e.copy_(p)
+
+
+def diffusion_loss(model, schedule: Schedule, cfg: ModelConfig, image: torch.Tensor,
+                   mask: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """w(t) ||x_hat - x||^2 (mean over pixels and batch) and the mean KL (0 without latent)."""
+    b = mask.shape[0]
+    t = ((torch.rand(1, generator=gen) + torch.arange(b) / b) % 1.0)  # stratified times
+    noise = torch.randn(mask.shape, generator=gen)
+    t, noise = t.to(mask.device), noise.to(mask.device)
+    x_t, _, logsnr = schedule.add_noise(mask, t, noise)
+    out, kl = model(x_t, logsnr, image, mask)
+    alpha, sigma = Schedule.alpha_sigma(logsnr.view(-1, 1, 1, 1))
+    x_hat = x_from_prediction(out.float(), x_t, alpha, sigma, cfg.prediction)
+    w = loss_weight(logsnr, cfg.loss_weighting, cfg.sigmoid_bias)
+    mse = ((x_hat - mask) ** 2).mean((1, 2, 3))
+    return (w * mse).mean(), kl.mean()
+
+
+def _rank() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _setup_distributed(device_pref: str) -> torch.device:
+    """Initialise DDP when launched by torchrun (WORLD_SIZE > 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        device = resolve_device(device_pref)
+        if device.type == "cuda":
+            torch.cuda.set_device(local)
+            device = torch.device("cuda", local)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return device
+    return resolve_device(device_pref)
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _append_log(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, LOG_FIELDS)
+        if new:
+            w.writeheader()
+        w.writerow({k: row.get(k, "") for k in LOG_FIELDS})
+
+
+def plot_log(log_csv: Path, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(log_csv) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    steps = np.array([int(r["step"]) for r in rows])
+    loss = np.array([float(r["loss"]) for r in rows])
+    val = [(int(r["step"]), float(r["val_ged"]), float(r["val_hm_iou"]))
+           for r in rows if r["val_ged"]]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax[0].plot(steps, loss, lw=0.6, alpha=0.4, label="loss")
+    k = max(1, len(loss) // 50)
+    if len(loss) >= k:
+        ax[0].plot(steps[k - 1:], np.convolve(loss, np.ones(k) / k, "valid"), label="smoothed")
+    ax[0].set(xlabel="iteration", ylabel="loss", yscale="log", title="training loss")
+    ax[0].legend()
+    if val:
+        v = np.array(val)
+        ax[1].plot(v[:, 0], v[:, 1], "o-", label="GED16 (val)")
+        ax[1].plot(v[:, 0], v[:, 2], "s-", label="HM-IoU16 (val)")
+        ax[1].legend()
+    ax[1].set(xlabel="iteration", title="validation")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    atomic_write_bytes(png, buf.getvalue())
+
+
+def _rng_state(np_rng: np.random.Generator, gen: torch.Generator) -> dict[str, Any]:
+    # the global torch RNG drives the latent's reparameterisation noise
+    return {"numpy": np_rng.bit_generator.state, "torch": gen.get_state(),
+            "torch_global": torch.get_rng_state()}
+
+
+def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
+          callback: Callback | None = None, should_stop: Callable[[], bool] | None = None,
+          train_data: MultiRaterData | None = None,
+          val_data: MultiRaterData | None = None) -> dict[str, Any]:
+    """Train (or resume) a model. Returns a summary dict. Raises `Cancelled` after writing a
+    resumable checkpoint if `should_stop()` turns true."""
+    out = Path(out_dir)
+    device = _setup_distributed(cfg.device)
+    rank, world = _rank()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    emit = callback if (callback is not None and rank == 0) else (lambda e: None)
+    train_data = train_data or load_data(cfg.data, cfg.allow_pickle)
+    if val_data is None and cfg.val_data:
+        val_data = load_data(cfg.val_data, cfg.allow_pickle)
+    if val_data is not None:
+        pick = np.unique(np.linspace(0, len(val_data) - 1, min(cfg.val_size, len(val_data))).astype(int))
+        val_data = val_data.subset(pick)
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(model_cfg).to(device)
+    ema = EMA(model, cfg.ema_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+    np_rng = np.random.default_rng([cfg.seed, rank])
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    step, best, elapsed = 0, float("inf"), 0.0
+    ckpt_path = out / "checkpoint.pt"
+
+    if resume and ckpt_path.is_file():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if ck["model_config"] != model_cfg.to_dict():
+            raise InputError(f"{ckpt_path} was made with another model config; use a new --out "
+                             "or the config saved in run.json")
+        model.load_state_dict(ck["model"])
+        ema.model.load_state_dict(ck["ema"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        step, best, elapsed = ck["step"], ck["best"], ck["elapsed"]
+        if world == 1:  # exact resume; DDP ranks re-seed from (seed, rank, step)
+            np_rng.bit_generator.state = ck["rng"]["numpy"]
+            gen.set_state(ck["rng"]["torch"])
+            torch.set_rng_state(ck["rng"]["torch_global"])
+        else:
+            np_rng = np.random.default_rng([cfg.seed, rank, step])
+            gen.manual_seed(cfg.seed * 1000 + rank + 7919 * step)
+        emit({"kind": "resume", "step": step, "total": cfg.iterations})
+    elif rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "log.csv").unlink(missing_ok=True)
+        save_run_config(model_cfg, cfg, out / "run.json")
+
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+        ema.model.load_state_dict(model.state_dict())  # DDP broadcast rank 0's weights
+    schedule = Schedule.from_config(model_cfg)
+
+    def checkpoint() -> None:
+        if rank != 0:
+            return
+        _atomic_torch_save({
+            "model": model.state_dict(), "ema": ema.model.state_dict(),
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "rng": _rng_state(np_rng, gen), "step": step, "best": best,
+            "elapsed": elapsed, "model_config": model_cfg.to_dict(),
+            "train_config": cfg.to_dict()}, ckpt_path)
+
+    def validate() -> dict[str, Any]:
+        seg = Segmenter(copy.deepcopy(ema.model), model_cfg, device)
+        return evaluate_model(seg, val_data, n=cfg.val_n, steps=model_cfg.steps, seed=0)
+
+    size = model_cfg.crop_size
+    t_start = time.perf_counter() - elapsed
+    losses: list[float] = []
+    model.train()
+    while step < cfg.iterations:
+        if should_stop is not None and should_stop():
+            checkpoint()
+            emit({"kind": "cancelled", "step": step, "total": cfg.iterations})
+            raise Cancelled(f"training stopped at iteration {step}; resume with --resume")
+        idx = np_rng.integers(len(train_data), size=cfg.batch_size)
+        image, mask = make_batch(train_data.images, train_data.masks, idx, size, cfg.augment,
+                                 np_rng)
+        image, mask = image.to(device), mask.to(device)
+        if device.type == "cpu":
+            image = image.contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            loss, kl = diffusion_loss(net, schedule, model_cfg, image, mask, gen)
+            total = loss + model_cfg.kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        ema.update(model, step)
+        step += 1
+        losses.append(loss.item())
+        elapsed = time.perf_counter() - t_start
+        row: dict[str, Any] = {}
+        if step % cfg.log_every == 0 or step == cfg.iterations:
+            row = {"step": step, "time_s": round(elapsed, 1), "loss": float(np.mean(losses)),
+                   "kl": kl.item(), "lr": sched.get_last_lr()[0]}
+            losses = []
+        if val_data is not None and rank == 0 and (step % cfg.val_every == 0
+                                                    or step == cfg.iterations):
+            v = validate()
+            row.update(step=step, time_s=round(elapsed, 1), val_ged=v["ged"],
+                       val_hm_iou=v["hm_iou"])
+            row.setdefault("loss", float(loss))
+            if v["ged"] < best:
+                best = v["ged"]
+                save_weights(ema.model, model_cfg, out / "best", info={"step": step, "val": v})
+            emit({"kind": "val", "step": step, "total": cfg.iterations, "val": v})
+        if row and rank == 0:
+            _append_log(out / "log.csv", row)
+            rate = step / max(elapsed, 1e-9)
+            emit({"kind": "step", "step": step, "total": cfg.iterations, "loss": row["loss"],
+                  "lr": row.get("lr"), "eta_s": (cfg.iterations - step) / max(rate, 1e-9)})
+        if step % cfg.checkpoint_every == 0 or step == cfg.iterations:
+            checkpoint()
+            if rank == 0 and (out / "log.csv").exists():
+                plot_log(out / "log.csv", out / "training.png")
+        if world > 1 and step % cfg.checkpoint_every == 0:
+            dist.barrier()
+
+    summary = {"step": step, "elapsed_s": elapsed, "best_val_ged": best, "out": str(out)}
+    if rank == 0:
+        info = {"step": step, "elapsed_s": round(elapsed, 1), "best_val_ged": best}
+        save_weights(ema.model, model_cfg, out / "last", info=info)
+        if not (out / "best.safetensors").exists():
+            save_weights(ema.model, model_cfg, out / "best", info=info)
+    emit({"kind": "done", **summary})
+    return summary | {"model": model, "ema": ema.model}

@@ -1,0 +1,94 @@
+"""Save and load weights safely: safetensors for tensors, JSON beside them for the config.
+
+`<stem>.safetensors` + `<stem>.json` ({"config": ..., "format_version": ..., "info": ...}).
+Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import FORMAT_VERSION, ModelConfig
+from .errors import WeightsError
+
+BUNDLED_STEM = "ambiseg_lidc"
+
+
+def bundled_weights_path() -> Path:
+    return Path(str(resources.files("napari_ambiseg.weights"))) / f"{BUNDLED_STEM}.safetensors"
+
+
+def _pair(path: str | os.PathLike) -> tuple[Path, Path]:
+    p = Path(path)
+    stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_weights(model: torch.nn.Module, cfg: ModelConfig, path: str | os.PathLike,
+                 info: dict[str, Any] | None = None) -> Path:
+    from safetensors.torch import save
+
+    st, js = _pair(path)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(st, save(tensors))
+    meta = {"format_version": FORMAT_VERSION, "config": cfg.to_dict(), "info": info or {}}
+    atomic_write_bytes(js, json.dumps(meta, indent=2).encode())
+    return st
+
+
+def load_config(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, Any]]:
+    _, js = _pair(path)
+    if not js.is_file():
+        raise WeightsError(f"model config not found: {js} (weights need their .json beside them)")
+    try:
+        meta = json.loads(js.read_text())
+        return ModelConfig.from_dict(meta["config"]), meta.get("info", {})
+    except (ValueError, KeyError, TypeError) as e:
+        raise WeightsError(f"model config {js} is not valid: {e}") from None
+
+
+def load_weights(path: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
+    """Return (model, config, info). `path=None` loads the bundled LIDC model."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .models import build_model
+
+    st, _ = _pair(path if path is not None else bundled_weights_path())
+    if not st.is_file():
+        hint = (" (the bundled weights are missing from this installation)" if path is None
+                else "")
+        raise WeightsError(f"weights file not found: {st}{hint}")
+    cfg, info = load_config(st)
+    try:
+        state = load_file(str(st), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightsError(f"weights file {st} is corrupt or not safetensors: {e}") from None
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise WeightsError(f"weights {st} do not match their config: {first}") from None
+    return model.to(device).eval(), cfg, info

@@ -1,0 +1,259 @@
+"""The gallery dock: samples grouped into modes by frequency; show one; adopt one as labels.
+
+It reads what the sampler left in the viewer (the samples layer and its metadata), so it
+follows re-runs, works for any image with results, and needs no link to the sampling dock.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtCore import QSize, Qt
+from qtpy.QtWidgets import (QButtonGroup, QDoubleSpinBox, QFormLayout, QGridLayout,
+                            QHBoxLayout, QLabel, QMessageBox, QPushButton, QScrollArea,
+                            QToolButton, QVBoxLayout, QWidget)
+
+from . import layers as L
+from ._qt import LayerChoice, notify_error
+from .thumbnails import crop_box, thumbnail, to_pixmap
+
+if TYPE_CHECKING:
+    import napari
+
+COLUMNS = 4
+THUMB = 80
+
+
+def _is_samples(layer) -> bool:
+    return (L.output_info(layer) or {}).get("kind") == "samples"
+
+
+class GalleryWidget(QWidget):
+    """Dock: modes of the sampled masks ("mode 1 - 9 of 16"), most frequent first."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        from napari.layers import Labels
+
+        self.viewer = napari_viewer
+        self.selected: int | None = None
+        self.buttons: dict[int, QToolButton] = {}
+        self.headers: list[QLabel] = []
+        self._group = QButtonGroup(self)
+        self._group.setExclusive(True)
+
+        self.result = LayerChoice(self.viewer, (Labels,), keep=_is_samples)
+        self.target = LayerChoice(self.viewer, (Labels,), fixed=[("new Labels layer", "new")],
+                                  keep=lambda la: not L.is_output(la))
+        self.threshold = QDoubleSpinBox()
+        self.threshold.setRange(0.05, 1.0)
+        self.threshold.setSingleStep(0.05)
+        self.threshold.setValue(0.5)
+        self.threshold.setToolTip("Consensus: pixels marked by at least this fraction of samples")
+        self.adopt_sample_button = QPushButton("Adopt selected sample")
+        self.adopt_consensus_button = QPushButton("Adopt consensus")
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        self._content = QWidget()
+        self._content_layout = QVBoxLayout(self._content)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self._content)
+
+        top = QFormLayout()
+        top.addRow("Result", self.result)
+        adopt = QFormLayout()
+        adopt.addRow("Adopt into", self.target)
+        consensus = QWidget()
+        row = QHBoxLayout(consensus)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(QLabel("agreement >="))
+        row.addWidget(self.threshold)
+        row.addWidget(self.adopt_consensus_button)
+        adopt.addRow("", self.adopt_sample_button)
+        adopt.addRow("", consensus)
+        box = QVBoxLayout(self)
+        box.addLayout(top)
+        box.addWidget(scroll, 1)
+        box.addLayout(adopt)
+        box.addWidget(self.status)
+
+        self.result.currentIndexChanged.connect(self.refresh)
+        self.viewer.layers.events.inserted.connect(self._on_inserted)
+        self.adopt_sample_button.clicked.connect(lambda: self.adopt_sample())
+        self.adopt_consensus_button.clicked.connect(lambda: self.adopt_consensus())
+        self.refresh()
+
+    # ------------------------------------------------------------------ content
+    def _on_inserted(self, event) -> None:
+        if _is_samples(event.value):
+            self.result.refresh()
+            self.result.set_value(event.value)
+            self.refresh()
+
+    def current(self) -> tuple[Any, dict, Any] | None:
+        """(samples layer, its record, source layer) of the chosen result, or None."""
+        samples = self.result.value()
+        if samples is None:
+            return None
+        info = L.output_info(samples)
+        return samples, info, L.find_source(self.viewer.layers, info)
+
+    def refresh(self, *_) -> None:
+        """Rebuild the thumbnails for the chosen result."""
+        while (item := self._content_layout.takeAt(0)) is not None:
+            if item.widget() is not None:
+                item.widget().deleteLater()
+        for b in list(self._group.buttons()):
+            self._group.removeButton(b)
+        self.buttons, self.headers, self.selected = {}, [], None
+        cur = self.current()
+        enabled = cur is not None and cur[2] is not None
+        self.adopt_sample_button.setEnabled(enabled)
+        self.adopt_consensus_button.setEnabled(enabled)
+        if cur is None:
+            self._content_layout.addWidget(QLabel("No samples yet: run the sampler."))
+            return
+        samples, info, source = cur
+        if source is None:
+            self._content_layout.addWidget(QLabel(f"The image '{info.get('source_name')}' of "
+                                                  "these samples is no longer open."))
+            return
+        n, modes = int(info["n"]), info["modes"]
+        plane, masks, clim = self._planes(samples, info, source)
+        box = crop_box(info["bounds"], plane.shape[:2])
+        for rank, members in enumerate(modes, start=1):
+            self._add_mode(samples, rank, members, n, plane, masks, clim, box)
+        self._content_layout.addStretch(1)
+        self.select(modes[0][0], show=False)
+
+    def _planes(self, samples, info, source):
+        """The source plane the sampler was prompted on, the samples' masks there, window."""
+        data = source.data[0] if getattr(source, "multiscale", False) else source.data
+        masks = np.asarray(samples.data) > 0
+        if info.get("z0") is not None:
+            data = data[info["z0"] + info["key"]]
+            masks = masks[:, info["key"]]
+        rgb = getattr(source, "rgb", False)
+        clim = (0, 255) if rgb else source.contrast_limits
+        return np.asarray(data), masks, clim
+
+    def _add_mode(self, samples, rank, members, n, plane, masks, clim, box) -> None:
+        header = QWidget()
+        row = QHBoxLayout(header)
+        row.setContentsMargins(0, 6, 0, 0)
+        label = QLabel(f"<b>mode {rank} - {len(members)} of {n}</b>")
+        self.headers.append(label)
+        adopt = QPushButton("Adopt representative")
+        adopt.setToolTip(f"Sample {members[0]}: the most typical member of this mode")
+        adopt.clicked.connect(lambda _=False, r=rank: self.adopt_mode(r))
+        row.addWidget(label, 1)
+        row.addWidget(adopt)
+        self._content_layout.addWidget(header)
+        grid_w = QWidget()
+        grid = QGridLayout(grid_w)
+        grid.setContentsMargins(0, 0, 0, 0)
+        color = samples.get_color(rank)
+        color = np.asarray((1.0, 0.3, 0.2) if color is None else color, dtype=float)
+        for i, k in enumerate(members):
+            b = QToolButton()
+            b.setCheckable(True)
+            b.setIcon(_icon(thumbnail(plane, masks[k], box, clim, color, THUMB)))
+            b.setIconSize(QSize(THUMB, THUMB))
+            b.setText(f"#{k}" + (" (rep.)" if i == 0 else ""))
+            b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextUnderIcon)
+            b.clicked.connect(lambda _=False, k=k: self.select(k))
+            self._group.addButton(b)
+            self.buttons[k] = b
+            grid.addWidget(b, i // COLUMNS, i % COLUMNS)
+        self._content_layout.addWidget(grid_w)
+
+    # ------------------------------------------------------------------ show
+    def select(self, k: int, show: bool = True) -> None:
+        """Select sample `k`; with `show`, move the viewer's sample slider to it."""
+        self.selected = int(k)
+        if k in self.buttons:
+            self.buttons[k].setChecked(True)
+        cur = self.current()
+        if show and cur is not None:
+            samples = cur[0]
+            samples.visible = True
+            axis = self.viewer.dims.ndim - samples.ndim
+            self.viewer.dims.set_point(axis, float(k))
+            self.status.setText(f"Showing sample {k}.")
+
+    # ------------------------------------------------------------------ adopt
+    def adopt_sample(self, k: int | None = None):
+        """Adopt sample `k` (default: the selected one) as labels."""
+        cur = self.current()
+        if cur is None:
+            return None
+        k = self.selected if k is None else int(k)
+        return self._adopt(np.asarray(cur[0].data)[k] > 0, f"sample {k}")
+
+    def adopt_mode(self, rank: int):
+        """Adopt the representative of mode `rank` (1 = most frequent)."""
+        cur = self.current()
+        if cur is None:
+            return None
+        k = cur[1]["modes"][rank - 1][0]
+        self.select(k)
+        return self._adopt(np.asarray(cur[0].data)[k] > 0, f"mode {rank} (sample {k})")
+
+    def adopt_consensus(self, threshold: float | None = None):
+        """Adopt the pixels marked by at least `threshold` of the samples."""
+        cur = self.current()
+        if cur is None:
+            return None
+        t = self.threshold.value() if threshold is None else float(threshold)
+        agreement = (np.asarray(cur[0].data) > 0).mean(0)
+        return self._adopt((agreement >= t) & (agreement > 0), f"consensus >= {t:.2f}")
+
+    def confirm(self, target) -> bool:
+        """Ask before writing into an existing Labels layer."""
+        answer = QMessageBox.question(
+            self, "Adopt into existing labels",
+            f"Write into '{target.name}'? Only empty pixels are written: painted labels are "
+            "kept, and Ctrl+Z on that layer takes it back.")
+        return answer == QMessageBox.StandardButton.Yes
+
+    def _adopt(self, mask: np.ndarray, what: str):
+        from napari.utils.notifications import show_info
+
+        samples, info, source = self.current()
+        if not np.any(mask):
+            self.status.setText(f"{what} is empty: nothing to adopt.")
+            return None
+        try:
+            full = L.embed(mask, L.spatial_shape(source), info.get("z0"))
+            target = self.target.value()
+            if target == "new":
+                layer = L.adopt_new(self.viewer, source, full)
+                text = f"Adopted {what} as '{layer.name}' ({int(full.sum())} pixels)."
+            else:
+                if tuple(target.data.shape) != full.shape:
+                    raise ValueError(f"'{target.name}' has shape {tuple(target.data.shape)}, "
+                                     f"not the shape {full.shape} of '{source.name}'.")
+                if not self.confirm(target):
+                    self.status.setText("Adoption cancelled.")
+                    return None
+                label = L.next_label(target)
+                written, kept = L.write_where_empty(target, full, label)
+                layer = target
+                text = (f"Adopted {what} into '{target.name}' as label {label}: {written} "
+                        f"pixels written, {kept} painted pixels kept.")
+        except Exception as e:  # noqa: BLE001 - report, never crash the viewer
+            notify_error(e)
+            return None
+        self.viewer.layers.selection.active = layer
+        self.status.setText(text)
+        show_info(text)
+        return layer
+
+
+def _icon(rgb: np.ndarray):
+    from qtpy.QtGui import QIcon
+
+    return QIcon(to_pixmap(rgb))

@@ -1,0 +1,115 @@
+"""From what the user pointed at (a click, a Points or Shapes layer, the slider) to a `Request`.
+
+World coordinates go through napari's transforms (``layer.data_to_world`` /
+``layer.world_to_data``), so prompts work on scaled, translated or affine-transformed images
+and on prompt layers with another geometry than the image.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from .engine import Prompt, Request
+from .layers import spatial_shape
+
+CLINICAL = ("CT", "MR", "US")
+
+
+def world_to_source(viewer, source, world) -> np.ndarray:
+    """A world position (any length; missing leading axes from the viewer's current point)
+    in the source layer's data coordinates."""
+    full = np.array(viewer.dims.point, dtype=float)
+    w = np.asarray(world, dtype=float).ravel()
+    if len(w) > len(full):
+        full = w
+    else:
+        full[len(full) - len(w):] = w
+    return np.asarray(source.world_to_data(full[-source.ndim:]), dtype=float)
+
+
+def current_slice(viewer, source) -> int:
+    """The source's first-axis index at the viewer's current position (clipped)."""
+    z = world_to_source(viewer, source, viewer.dims.point)[0]
+    return int(np.clip(round(z), 0, spatial_shape(source)[0] - 1))
+
+
+def _pick(layer) -> int:
+    selected = sorted(getattr(layer, "selected_data", ()) or ())
+    return selected[-1] if selected else len(layer.data) - 1
+
+
+def prompt_from(viewer, source, where: Any, click=None) -> Prompt:
+    """`where` is "centre", "click" (with `click` a world position), or a Points / Shapes
+    layer (its selected item, else its last one). Pixel indices in source data coordinates."""
+    from napari.layers import Points, Shapes
+
+    if where == "centre":
+        return Prompt()
+    if where == "click":
+        if click is None:
+            raise InputError("No click yet: tick 'Sample where I click' and click on the image.")
+        d = world_to_source(viewer, source, click)
+        return Prompt(center=(float(round(d[-2])), float(round(d[-1]))))
+    if isinstance(where, Points):
+        if len(where.data) == 0:
+            raise InputError(f"Points layer '{where.name}' has no points: add one on the image.")
+        d = world_to_source(viewer, source, where.data_to_world(where.data[_pick(where)]))
+        return Prompt(center=(float(round(d[-2])), float(round(d[-1]))))
+    if isinstance(where, Shapes):
+        if len(where.data) == 0:
+            raise InputError(f"Shapes layer '{where.name}' has no shapes: draw a rectangle.")
+        verts = np.array([world_to_source(viewer, source, where.data_to_world(v))
+                          for v in where.data[_pick(where)]])
+        (y0, x0), (y1, x1) = verts[:, -2:].min(0), verts[:, -2:].max(0)
+        return Prompt(box=(y0 + 0.5, x0 + 0.5, y1 + 0.5, x1 + 0.5))  # pixel centres -> edges
+    raise InputError(f"Unknown prompt {where!r}")
+
+
+def spacing_of(source) -> tuple[float, float] | None:
+    """In-plane pixel spacing (mm): the reader's record, else a non-unit layer scale."""
+    meta = (source.metadata or {}).get("ambiseg") or {}
+    spacing = meta.get("spacing")
+    if spacing and len(spacing) >= 2:
+        return float(spacing[-2]), float(spacing[-1])
+    scale = tuple(float(s) for s in source.scale[-2:])
+    return None if np.allclose(scale, 1.0) else scale
+
+
+def modality_of(source, chosen: str = "auto") -> str:
+    """The user's choice, else the reader's modality when the model knows it, else "auto"."""
+    if chosen != "auto":
+        return chosen
+    meta = (source.metadata or {}).get("ambiseg") or {}
+    for key in ("model_modality", "modality"):
+        if meta.get(key) in CLINICAL:
+            return meta[key]
+    return "auto"
+
+
+def build_request(viewer, source, where: Any, *, click=None, slices: str = "current",
+                  z_range: tuple[int, int] | None = None, n: int = 16, steps: int = 10,
+                  seed: int = 0, modality: str = "auto") -> Request:
+    """A `Request` for `source`: 2D images as they are; volumes on the current slice, a slice
+    range (`slices="range"`, inclusive `z_range`) or the whole finding (`slices="follow"`)."""
+    shape = spatial_shape(source)
+    if len(shape) not in (2, 3):
+        raise InputError(f"'{source.name}' has {len(shape)} spatial axes; AmbiSeg samples 2D "
+                         "images and 3D volumes (z, y, x).")
+    data = source.data[0] if getattr(source, "multiscale", False) else source.data
+    prompt = prompt_from(viewer, source, where, click)
+    req = Request(image=data, prompt=prompt, n=n, steps=steps, seed=seed,
+                  spacing=spacing_of(source), modality=modality_of(source, modality))
+    if len(shape) == 3:
+        prompt.z = current_slice(viewer, source)
+        req.volume = True
+        if slices == "range":
+            lo, hi = sorted(z_range or (prompt.z, prompt.z))
+            req.slices = list(range(lo, hi + 1))
+        elif slices == "follow":
+            req.propagate = True
+        else:
+            req.slices = [prompt.z]
+    return req

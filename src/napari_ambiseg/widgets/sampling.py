@@ -1,0 +1,316 @@
+"""The sampling dock: choose image, prompt, slices and settings; sample off the GUI thread.
+
+Layout and wiring only: the request comes from `prompts`, the work from `engine`, the layers
+from `layers`. Sampling runs in a napari worker with a napari progress bar; Cancel (or the
+task's cancel button in napari's activity panel) stops it within one network evaluation.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel,
+                            QPushButton, QSpinBox, QVBoxLayout, QWidget)
+
+from ..errors import Cancelled
+from . import layers as L
+from ._qt import LayerChoice, PathField, notify_error
+from .engine import Outputs, sampling_job
+from .prompts import build_request, current_slice
+from .settings import DEVICES, load_defaults
+
+if TYPE_CHECKING:
+    import napari
+
+SLICE_MODES = (("current slice", "current"), ("slice range", "range"),
+               ("whole finding (follow up and down)", "follow"))
+MODALITIES = ("auto", "CT", "MR", "US", "8bit")
+
+
+class SamplingWidget(QWidget):
+    """Dock: N plausible masks for the chosen image, with agreement and uncertainty layers."""
+
+    sampled = Signal(object)  # Outputs, after the layers are in the viewer
+    done = Signal()           # after every run (finished, failed or cancelled)
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        from napari.layers import Image, Points, Shapes
+
+        self.viewer = napari_viewer
+        self.worker = None
+        self.last_outputs: Outputs | None = None
+        self.last_error: BaseException | None = None
+        self._stop: threading.Event | None = None
+        self._pbar = None
+        self._click = None
+        self._injected: tuple[Any, str] | None = None
+        self._seg_cache: tuple[tuple, Any] | None = None
+        defaults = load_defaults()
+
+        self.image = LayerChoice(self.viewer, (Image,), keep=lambda la: not L.is_output(la))
+        self.where = LayerChoice(self.viewer, (Points, Shapes),
+                                 fixed=[("image centre", "centre"), ("last click", "click")])
+        self.click_to_sample = QCheckBox("Sample where I click")
+        self.click_to_sample.setToolTip("Click (without dragging) on the image to sample there.")
+        self.slices = QComboBox()
+        self.slices.addItems([label for label, _ in SLICE_MODES])
+        self.z_from, self.z_to = _spin(0, 0, 0), _spin(0, 0, 0)
+        z_row = _row(QLabel("from"), self.z_from, QLabel("to"), self.z_to)
+        self.n = _spin(1, 64, defaults.n_samples)
+        self.steps = _spin(1, 100, defaults.steps)
+        self.seed = _spin(0, 2**31 - 1, 0)
+        self.device = QComboBox()
+        self.device.addItems(DEVICES)
+        self.device.setCurrentText(defaults.device)
+        self.modality = QComboBox()
+        self.modality.addItems(MODALITIES)
+        self.modality.setToolTip("auto: the modality the reader found, else guessed from values")
+        self.weights = PathField("bundled LIDC model", "Weights (*.safetensors)")
+        self.weights.setText(defaults.weights_path)
+        self.model_status = QLabel()
+        self.model_status.setWordWrap(True)
+        self.run_button, self.cancel_button = QPushButton("Sample"), QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Image", self.image)
+        form.addRow("Where", self.where)
+        form.addRow("", self.click_to_sample)
+        form.addRow("Slices", self.slices)
+        form.addRow("", z_row)
+        form.addRow("Samples (N)", self.n)
+        form.addRow("Steps", self.steps)
+        form.addRow("Seed", self.seed)
+        form.addRow("Device", self.device)
+        form.addRow("Modality", self.modality)
+        form.addRow("Weights", self.weights)
+        form.addRow("", self.model_status)
+        box = QVBoxLayout(self)
+        box.addLayout(form)
+        box.addWidget(_row(self.run_button, self.cancel_button))
+        box.addWidget(self.status)
+        box.addStretch(1)
+        self._z_row = z_row
+
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.image.currentIndexChanged.connect(self._on_image)
+        self.slices.currentIndexChanged.connect(self._on_image)
+        self.click_to_sample.toggled.connect(self._on_click_mode)
+        self.weights.edit.editingFinished.connect(self._update_model_status)
+        self.device.currentTextChanged.connect(self._update_model_status)
+        self._on_image()
+        self._update_model_status()
+
+    # ------------------------------------------------------------------ model
+    def set_segmenter(self, segmenter, name: str = "custom model") -> None:
+        """Use this `Segmenter` (tests, demo, notebooks) instead of loading weights."""
+        self._injected = (segmenter, name)
+        self._update_model_status()
+
+    def set_weights(self, path: str) -> None:
+        """Use the weights file `path` from the next run (e.g. from the training widget)."""
+        self._injected = None
+        self._seg_cache = None
+        self.weights.setText(str(path))
+        self._update_model_status()
+
+    def _model_key(self) -> tuple:
+        return self.weights.text(), self.device.currentText()
+
+    def _update_model_status(self) -> None:
+        from pathlib import Path
+
+        from ..weights_io import bundled_weights_path
+
+        if self._injected is not None:
+            text = f"Model: {self._injected[1]}"
+        elif self.weights.text():
+            p = Path(self.weights.text()).expanduser()
+            text = (f"Weights: {p.name}" if p.with_suffix(".safetensors").is_file()
+                    else f"Weights file not found: {p}")
+        elif bundled_weights_path().is_file():
+            text = "Weights: bundled LIDC model"
+        else:
+            text = ("No bundled weights in this installation: choose a .safetensors file "
+                    "above, or train a model in the Training widget.")
+        self.model_status.setText(text)
+
+    def segmenter(self):
+        """The `Segmenter` to use (loads and caches weights; called in the worker thread)."""
+        from ..segmenter import Segmenter
+
+        if self._injected is not None:
+            return self._injected[0]
+        key = self._model_key()
+        if self._seg_cache is None or self._seg_cache[0] != key:
+            self._seg_cache = (key, Segmenter.load(key[0] or None, key[1]))
+        return self._seg_cache[1]
+
+    # ------------------------------------------------------------------ volume controls
+    def _on_image(self, *_) -> None:
+        source = self.image.value()
+        volume = source is not None and len(L.spatial_shape(source)) == 3
+        self.slices.setEnabled(volume)
+        mode = SLICE_MODES[self.slices.currentIndex()][1]
+        self._z_row.setVisible(volume and mode == "range")
+        if volume:
+            depth = L.spatial_shape(source)[0]
+            z = current_slice(self.viewer, source)
+            for spin, value in ((self.z_from, z - 2), (self.z_to, z + 2)):
+                spin.setMaximum(depth - 1)
+                spin.setValue(max(0, min(value, depth - 1)))
+
+    # ------------------------------------------------------------------ click to sample
+    def _on_click_mode(self, on: bool) -> None:
+        callbacks = self.viewer.mouse_drag_callbacks
+        if on and self._on_mouse not in callbacks:
+            callbacks.append(self._on_mouse)
+        elif not on and self._on_mouse in callbacks:
+            callbacks.remove(self._on_mouse)
+
+    def _on_mouse(self, viewer, event):
+        """A click (press and release without a drag) samples there; drags pan as usual."""
+        active = viewer.layers.selection.active
+        mode = str(getattr(active, "mode", "pan_zoom"))
+        if event.button != 1 or event.modifiers or mode not in ("pan_zoom", "transform"):
+            return
+        position, dragged = tuple(event.position), False
+        yield
+        while event.type == "mouse_move":
+            dragged = True
+            yield
+        if not dragged and self.worker is None:
+            self.sample_at(position)
+
+    def sample_at(self, world_position) -> Any:
+        """Sample around a world position (what a click does)."""
+        self._click = tuple(float(v) for v in world_position)
+        self.where.set_value("click")
+        return self.run()
+
+    # ------------------------------------------------------------------ run / cancel
+    def request(self):
+        """(source layer, engine `Request`) from the current choices."""
+        from ..errors import InputError
+
+        source = self.image.value()
+        if source is None:
+            raise InputError("Open an image first (File > Open, or File > Open Sample > AmbiSeg).")
+        req = build_request(self.viewer, source, self.where.value(), click=self._click,
+                            slices=SLICE_MODES[self.slices.currentIndex()][1],
+                            z_range=(self.z_from.value(), self.z_to.value()),
+                            n=self.n.value(), steps=self.steps.value(), seed=self.seed.value(),
+                            modality=self.modality.currentText())
+        return source, req
+
+    def run(self):
+        """Start sampling; returns the napari worker (None if it could not start)."""
+        from napari.qt.threading import create_worker
+        from napari.utils import progress
+
+        if self.worker is not None:
+            return self.worker
+        try:
+            source, req = self.request()
+        except Exception as e:  # noqa: BLE001 - the user's input: say what is wrong
+            self.last_error = e
+            notify_error(e)
+            return None
+        self.last_error = None
+        self._stop = threading.Event()
+        self._pbar = progress(total=0, desc=f"AmbiSeg: sampling {source.name}")
+        worker = create_worker(sampling_job, self.segmenter, req, self._stop,
+                               _start_thread=False, _ignore_errors=True)
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(lambda out, s=source: self._on_result(s, out))
+        worker.errored.connect(self._on_error)
+        worker.aborted.connect(self._on_aborted)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.status.setText(f"Sampling {req.n} masks of {source.name}...")
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        """Stop the running job (the core stops within one network evaluation)."""
+        if self._stop is not None:
+            self._stop.set()
+            self.status.setText("Cancelling...")
+
+    def _on_progress(self, event: dict | None) -> None:
+        if not event or self._pbar is None:
+            return
+        pbar = self._pbar
+        if event["total"] and pbar.total != event["total"]:
+            pbar.total = event["total"]
+        if event["done"] > pbar.n:
+            pbar.update(event["done"] - pbar.n)
+        text = f"AmbiSeg: {event['text']}"
+        if event["text"] and pbar.desc != text:
+            pbar.set_description(text)
+
+    def _on_result(self, source, out: Outputs) -> None:
+        if source not in self.viewer.layers:
+            self.status.setText("The image was closed while sampling; results dropped.")
+            return
+        L.replace_outputs(self.viewer, source, out)
+        self.last_outputs = out
+        where = "" if out.z0 is None else f" on slices {out.z0}-{out.z0 + out.masks.shape[1] - 1}"
+        self.status.setText(f"{out.n} samples{where} in {out.seconds:.1f} s: "
+                            f"{len(out.modes)} mode(s); the largest has "
+                            f"{len(out.modes[0].members)} of {out.n}.")
+        self.sampled.emit(out)
+
+    def _on_error(self, exc: BaseException) -> None:
+        from napari.utils.notifications import show_info
+
+        self.last_error = exc
+        if isinstance(exc, Cancelled):
+            self.status.setText("Cancelled.")
+            show_info("AmbiSeg: sampling cancelled")
+        else:
+            self.status.setText(f"Failed: {exc}")
+            notify_error(exc)
+
+    def _on_aborted(self) -> None:
+        if self._stop is not None:
+            self._stop.set()  # napari's task "cancel": stop the helper thread too
+        self.last_error = Cancelled("sampling cancelled")
+        self.status.setText("Cancelled.")
+
+    def _on_finished(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+        self._pbar, self.worker = None, None
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.done.emit()
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt naming
+        self.cancel()
+        self._on_click_mode(False)
+        super().closeEvent(event)
+
+
+def _spin(lo: int, hi: int, value: int) -> QSpinBox:
+    s = QSpinBox()
+    s.setRange(lo, hi)
+    s.setValue(value)
+    return s
+
+
+def _row(*widgets) -> QWidget:
+    w = QWidget()
+    row = QHBoxLayout(w)
+    row.setContentsMargins(0, 0, 0, 0)
+    for widget in widgets:
+        row.addWidget(widget)
+    return w

@@ -1,0 +1,29 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/toy.py
+
+SHARED = Path(os.environ.get("AMBISEG_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+LIDC = SHARED / "data" / "lidc"
+
+
+@pytest.fixture(scope="session")
+def lidc_dir() -> Path:
+    if not (LIDC / "test.npz").is_file():
+        pytest.skip(f"LIDC data not found at {LIDC} (../shared is absent on this machine; "
+                    "set AMBISEG_SHARED to its location)")
+    return LIDC
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    """Keep tests polite on a 2-core machine shared with other work."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,0 +1,93 @@
+"""The `ambiseg` command line as a contract: files, keys, shapes and one-line errors."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from napari_ambiseg.cli import main
+from napari_ambiseg.models import build_model
+from napari_ambiseg.weights_io import save_weights
+from toy import tiny_config, two_mode_data
+
+METRIC_KEYS = {"ged", "hm_iou", "ci", "d_max", "s_c", "d_a", "s_ncc", "ece", "n", "steps", "count"}
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    cfg = tiny_config()
+    return str(save_weights(build_model(cfg), cfg, tmp_path_factory.mktemp("w") / "tiny"))
+
+
+def test_sample_writes_aligned_outputs(tmp_path, weights, capsys):
+    img = (np.random.default_rng(0).random((70, 90)) * 255).astype(np.uint8)
+    np.save(tmp_path / "img.npy", img)
+    out = tmp_path / "out"
+    rc = main(["sample", str(tmp_path / "img.npy"), "--n", "5", "--steps", "3", "--seed", "0",
+               "--out", str(out), "--weights", weights, "--center", "30", "40"])
+    assert rc == 0
+    samples = np.load(out / "samples.npy")
+    assert samples.shape == (5, 70, 90) and samples.dtype == np.uint8
+    agreement = np.load(out / "agreement.npy")
+    assert agreement.dtype == np.float32 and agreement.shape == (70, 90)
+    np.testing.assert_allclose(agreement, samples.mean(0), atol=1e-6)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n"] == 5 and sum(m["count"] for m in summary["modes"]) == 5
+    assert "total" in summary["timings_s"]
+    assert (out / "agreement.png").read_bytes()[:4] == b"\x89PNG"
+    assert "5 masks" in capsys.readouterr().out
+
+
+def test_sample_reads_dicom(tmp_path, weights):
+    pydicom = pytest.importorskip("pydicom")
+    ct = pydicom.data.get_testdata_file("CT_small.dcm")
+    assert main(["sample", ct, "--n", "2", "--steps", "2", "--out", str(tmp_path),
+                 "--weights", weights]) == 0
+    assert np.load(tmp_path / "samples.npy").shape == (2, 128, 128)
+
+
+def test_evaluate_writes_metrics_and_samples(tmp_path, weights):
+    data = two_mode_data(k=3, raters=4)
+    np.savez(tmp_path / "d.npz", images=data.images, masks=data.masks)
+    out = tmp_path / "ev"
+    rc = main(["evaluate", "--data", str(tmp_path / "d.npz"), "--n", "4", "--steps", "2",
+               "--out", str(out), "--weights", weights, "--limit", "2", "--save-samples"])
+    assert rc == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert METRIC_KEYS <= set(m) and m["n"] == 4 and m["steps"] == 2 and m["count"] == 2
+    samples = np.load(out / "samples.npz")["samples"]
+    assert samples.shape == (2, 4, 32, 32) and samples.dtype == np.uint8
+    assert (out / "reliability.png").is_file()
+    # anyone can recompute the metrics from the saved samples
+    from napari_ambiseg.metrics import ged
+
+    assert ged(samples[0], data.masks[0]) == pytest.approx(
+        json.loads((out / "metrics.json").read_text())["ged"] * 2 - ged(samples[1], data.masks[1]))
+
+
+@pytest.mark.parametrize("make, args, match", [
+    (lambda p: np.save(p / "x.npy", np.zeros((3, 4, 5))), ["sample", "{d}/x.npy"], "2D"),
+    (lambda p: np.save(p / "x.npy", np.full((8, 8), np.nan)), ["sample", "{d}/x.npy"], "NaN"),
+    (lambda p: np.save(p / "x.npy", np.zeros((0, 8))), ["sample", "{d}/x.npy"], "empty"),
+    (lambda p: (p / "x.dcm").write_bytes(b"not a dicom"), ["sample", "{d}/x.dcm"], "x.dcm"),
+    (lambda p: None, ["sample", "{d}/missing.npy"], "not found"),
+    (lambda p: np.save(p / "x.npy", np.zeros((8, 8))),
+     ["sample", "{d}/x.npy", "--weights", "{d}/nope.safetensors"], "weights"),
+    (lambda p: np.savez(p / "d.npz", imgs=np.zeros((1, 8, 8))), ["evaluate", "--data",
+                                                                    "{d}/d.npz"], "keys"),
+])
+def test_bad_input_exits_nonzero_with_one_line(tmp_path, capsys, make, args, match):
+    make(tmp_path)
+    argv = [a.format(d=tmp_path) for a in args] + ["--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and match in err and "Traceback" not in err
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("ambiseg") or str(sys.prefix + "/bin/ambiseg")
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "sample" in out.stdout and "evaluate" in out.stdout

@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+
+from napari_ambiseg.errors import Cancelled, InputError
+from napari_ambiseg.geometry import Region, region_for
+from napari_ambiseg.models import build_model
+from napari_ambiseg.segmenter import Segmenter, binary_entropy
+from toy import tiny_config
+
+
+@pytest.fixture(scope="module")
+def seg():
+    cfg = tiny_config()
+    return Segmenter(build_model(cfg), cfg, "cpu")
+
+
+def test_region_extract_is_exact_crop_and_paste_inverts_it():
+    img = np.arange(100 * 120, dtype=np.float32).reshape(100, 120)
+    r = Region(50, 60, 1.0)
+    np.testing.assert_array_equal(r.extract(img, 32), img[34:66, 44:76])
+    back = r.paste(r.extract(img, 32)[None], img.shape)[0]
+    np.testing.assert_array_equal(back[34:66, 44:76], img[34:66, 44:76])
+    assert back[:34].sum() == 0 and back[66:].sum() == 0
+    assert r.bounds(32, img.shape) == (34, 44, 66, 76)
+
+
+def test_region_zoom_and_edges():
+    img = np.zeros((64, 64), np.float32)
+    img[30:34, 30:34] = 1
+    r = Region(32, 32, 0.5)  # half zoom: the model sees 2x the field of view
+    patch = r.extract(img, 32)
+    assert patch.shape == (32, 32) and patch[15:17, 15:17].min() == 1 and patch.sum() == 4
+    back = r.paste(patch[None], img.shape)[0]
+    assert np.abs(back - img)[28:36, 28:36].max() < 0.6  # round trip keeps the blob in place
+    edge = Region(0, 0, 1.0).extract(img + 5, 32)  # outside the image: edge values
+    assert (edge == 5).all()
+
+
+def test_region_for_box_fits_and_errors():
+    r = region_for((256, 256), 64, box=(100, 100, 200, 180))
+    assert (r.cy, r.cx) == (150, 140) and r.zoom == pytest.approx(0.8 * 64 / 100)
+    assert region_for((256, 256), 64, spacing=(0.35, 0.35), model_spacing=0.7).zoom == 0.5
+    with pytest.raises(InputError):
+        region_for((10, 10), 64, center=(20, 3))
+    with pytest.raises(InputError):
+        region_for((10, 10), 64, box=(5, 5, 2, 8))
+
+
+def test_sample_is_aligned_deterministic_and_reports(seg):
+    img = np.random.default_rng(0).integers(0, 255, (90, 140)).astype(np.uint8)
+    steps = []
+    a = seg.sample(img, n=6, steps=4, seed=3, center=(10, 130), progress=lambda i, t: steps.append(i))
+    assert steps == [1, 2, 3, 4]
+    assert a.masks.shape == (6, 90, 140) and a.agreement.shape == (90, 140)
+    y0, x0, y1, x1 = a.bounds
+    assert (y0, x0, y1, x1) == (0, 114, 26, 140)
+    outside = np.ones((90, 140), bool)
+    outside[y0:y1, x0:x1] = False
+    assert not a.masks[:, outside].any()
+    b = seg.sample(img, n=6, steps=4, seed=3, center=(10, 130))
+    np.testing.assert_array_equal(a.masks, b.masks)
+    np.testing.assert_allclose(a.agreement, a.masks.mean(0))
+    assert sum(m.frequency for m in a.modes) == pytest.approx(1.0)
+    assert sorted(i for m in a.modes for i in m.members) == list(range(6))
+    s = a.summary()
+    assert s["n"] == 6 and s["steps"] == 4 and len(s["modes"]) == len(a.modes)
+
+
+def test_sample_rgb_and_cancel(seg):
+    rgb = np.zeros((40, 40, 3), np.uint8)
+    assert seg.sample(rgb, n=2, steps=2).masks.shape == (2, 40, 40)
+    with pytest.raises(Cancelled):
+        seg.sample(rgb, n=2, steps=5, should_stop=lambda: True)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((4, 5, 6)), "2D"),
+    (np.full((8, 8), np.nan), "NaN"),
+    (np.zeros((0, 8)), "empty"),
+    (np.array([["a", "b"], ["c", "d"]]), "numeric"),
+])
+def test_bad_images_raise_clear_errors(seg, bad, match):
+    with pytest.raises(InputError, match=match):
+        seg.sample(bad, n=1, steps=1)
+
+
+def test_consensus_and_entropy():
+    p = np.array([0.0, 0.25, 0.5, 1.0], np.float32)
+    h = binary_entropy(p)
+    assert h[0] == 0 and h[3] == 0 and h[2] == pytest.approx(1.0) and 0 < h[1] < 1

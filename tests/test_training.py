@@ -1,0 +1,129 @@
+"""Training: smoke run, exact resume, DDP on CPU, and that a tiny model learns mode frequencies."""
+
+import csv
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+from napari_ambiseg.errors import Cancelled, InputError
+from napari_ambiseg.metrics import pairwise_iou
+from napari_ambiseg.segmenter import Segmenter
+from napari_ambiseg.training.augment import AugmentConfig, make_batch
+from napari_ambiseg.training.config import TrainConfig
+from napari_ambiseg.training.trainer import lr_factor, train
+from napari_ambiseg.weights_io import load_weights
+from toy import disk, tiny_config, two_mode_data
+
+FAST = dict(batch_size=8, warmup=5, val_every=10**9, checkpoint_every=5, log_every=5)
+
+
+def test_smoke_run_writes_everything(tmp_path):
+    data = two_mode_data(k=8)
+    events = []
+    out = train(tiny_config(), TrainConfig(iterations=10, val_size=4, val_n=4,
+                                           **(FAST | {"val_every": 10})),
+                tmp_path, resume=False, callback=events.append, train_data=data, val_data=data)
+    for name in ("checkpoint.pt", "best.safetensors", "best.json", "last.safetensors",
+                 "log.csv", "training.png", "run.json"):
+        assert (tmp_path / name).is_file(), name
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert [int(r["step"]) for r in rows] == [5, 10] and rows[-1]["val_ged"]
+    kinds = [e["kind"] for e in events]
+    assert kinds.count("step") == 2 and "val" in kinds and kinds[-1] == "done"
+    assert out["step"] == 10 and np.isfinite(out["best_val_ged"])
+    # the checkpoint loads without unpickling arbitrary objects
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ck["step"] == 10
+
+
+def test_exact_resume_after_interruption(tmp_path):
+    data = two_mode_data(k=8)
+    cfg, tcfg = tiny_config(latent_dim=2), TrainConfig(iterations=12, **FAST)
+    straight = train(cfg, tcfg, tmp_path / "a", resume=False, train_data=data)["model"]
+    calls = {"n": 0}
+
+    def stop_after_7():
+        calls["n"] += 1
+        return calls["n"] > 7
+
+    with pytest.raises(Cancelled):
+        train(cfg, tcfg, tmp_path / "b", resume=False, train_data=data, should_stop=stop_after_7)
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["step"] == 7
+    resumed = train(cfg, tcfg, tmp_path / "b", resume=True, train_data=data)["model"]
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    with pytest.raises(InputError, match="another model config"):
+        train(tiny_config(), tcfg, tmp_path / "b", resume=True, train_data=data)
+
+
+def _ddp_worker(rank, world, port, out, data):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    res = train(tiny_config(), TrainConfig(iterations=4, device="cpu", **FAST), out,
+                resume=False, train_data=data)
+    torch.save(res["model"].state_dict(), os.path.join(out, f"rank{rank}.pt"))
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_cpu_ranks_hold_identical_weights(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = two_mode_data(k=8)
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, port, str(tmp_path), data), nprocs=2)
+    a = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    b = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    init = train(tiny_config(), TrainConfig(iterations=0, **FAST), tmp_path / "init",
+                 resume=False, train_data=data)["model"].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], init[k]) for k in a)  # and they did train
+
+
+def test_lr_schedule_warmup_then_cosine():
+    cfg = TrainConfig(iterations=100, warmup=10, min_lr_ratio=0.1)
+    f = [lr_factor(s, cfg) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[10:], f[11:])) and f[-1] == pytest.approx(0.1, abs=1e-3)
+
+
+def test_joint_augmentation_keeps_image_and_masks_aligned():
+    data = two_mode_data(k=4, size=64)
+    rng = np.random.default_rng(0)
+    img, masks = make_batch(data.images, data.masks, np.arange(4), 32, AugmentConfig(
+        gamma=0, brightness=0, contrast=0, jitter=4), rng, all_raters=True)
+    assert img.shape == (4, 1, 32, 32) and masks.shape == (4, 10, 32, 32)
+    core = masks[:, 0] > 0                # rater 0 outlines the bright core
+    bright = img[:, 0] > img[:, 0].amax((1, 2), keepdim=True) - 0.3
+    agree = (core == bright).float().mean()
+    assert agree > 0.97
+
+
+def test_one_rater_per_image_uniformly():
+    data = two_mode_data(k=1, size=32)
+    rng = np.random.default_rng(0)
+    _, m = make_batch(data.images, data.masks, np.zeros(400, int), 32,
+                      AugmentConfig(enabled=False), rng)
+    frac_small = ((m > 0).sum((1, 2, 3)) < 150).float().mean().item()
+    assert frac_small == pytest.approx(0.7, abs=0.07)
+
+
+@pytest.mark.slow
+def test_tiny_model_learns_the_mode_frequencies(tmp_path):
+    """70% of raters outline the core, 30% the halo: the sampled modes must say 70/30."""
+    data = two_mode_data(k=16, frac_a=0.7)
+    train(tiny_config(), TrainConfig(iterations=300, batch_size=32, lr=3e-3, warmup=50,
+                                     val_every=10**9, checkpoint_every=10**9, log_every=50,
+                                     augment=AugmentConfig(enabled=False)),
+          tmp_path, resume=False, train_data=data)
+    model, cfg, _ = load_weights(tmp_path / "last")
+    res = Segmenter(model, cfg, "cpu").sample(data.images[0], n=100, steps=10, seed=1)
+    iou = pairwise_iou(res.masks, np.stack([disk(32, 5), disk(32, 10)]))
+    assert iou.max(1).mean() > 0.85                       # samples are one of the two shapes
+    frac_core = (iou[:, 0] > iou[:, 1]).mean()
+    assert frac_core == pytest.approx(0.7, abs=0.10)
+    top = res.modes[0]
+    assert len(res.modes) == 2 and top.frequency == pytest.approx(frac_core)

@@ -1,0 +1,57 @@
+import json
+
+import pytest
+import torch
+
+from napari_ambiseg.config import FORMAT_VERSION, ModelConfig
+from napari_ambiseg.errors import WeightsError
+from napari_ambiseg.models import build_model
+from napari_ambiseg.weights_io import load_weights, save_weights
+from toy import tiny_config
+
+
+def test_round_trip_keeps_config_and_outputs(tmp_path):
+    cfg = tiny_config(latent_dim=3, prediction="v", input_scale=0.5)
+    m = build_model(cfg)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    path = save_weights(m, cfg, tmp_path / "w", info={"step": 7})
+    assert path.suffix == ".safetensors" and (tmp_path / "w.json").is_file()
+    meta = json.loads((tmp_path / "w.json").read_text())
+    assert meta["format_version"] == FORMAT_VERSION and meta["info"] == {"step": 7}
+    m2, cfg2, info = load_weights(path)
+    assert cfg2 == cfg and info["step"] == 7
+    x = torch.randn(2, 1, 32, 32)
+    args = (x, torch.zeros(2), m2.encode_image(torch.randn(1, 1, 32, 32)), torch.ones(2, 3))
+    m.eval()
+    assert torch.equal(m.denoise(*args), m2.denoise(*args))
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(WeightsError, match="not found"):
+        load_weights(tmp_path / "missing.safetensors")
+    cfg = tiny_config()
+    save_weights(build_model(cfg), cfg, tmp_path / "w")
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00garbage" * 10)
+    (tmp_path / "bad.json").write_text((tmp_path / "w.json").read_text())
+    with pytest.raises(WeightsError, match="corrupt"):
+        load_weights(tmp_path / "bad.safetensors")
+    other = json.loads((tmp_path / "w.json").read_text())
+    other["config"]["mask_widths"] = [16, 16, 16]
+    (tmp_path / "w.json").write_text(json.dumps(other))
+    with pytest.raises(WeightsError, match="do not match"):
+        load_weights(tmp_path / "w")
+    (tmp_path / "w.json").write_text("{not json")
+    with pytest.raises(WeightsError, match="not valid"):
+        load_weights(tmp_path / "w")
+
+
+def test_config_validation_and_versions():
+    with pytest.raises(ValueError, match="prediction"):
+        ModelConfig(prediction="score")
+    d = ModelConfig().to_dict()
+    d["format_version"] = FORMAT_VERSION + 1
+    with pytest.raises(ValueError, match="newer"):
+        ModelConfig.from_dict(d)
+    assert ModelConfig.from_dict(ModelConfig().to_dict()) == ModelConfig()

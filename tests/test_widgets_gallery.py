@@ -1,0 +1,121 @@
+"""Gallery dock: modes and frequencies, showing a sample, adopting as labels, undo."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_ambiseg.widgets import layers as L
+from napari_ambiseg.widgets.gallery import GalleryWidget
+from napari_ambiseg.widgets.sampling import SamplingWidget
+from napari_ambiseg.widgets.tiny import ScriptedSegmenter, _disk
+
+pytestmark = pytest.mark.gui
+
+SCALE, TRANSLATE = (0.8, 0.6), (5.0, -7.0)
+CENTER = (30, 34)
+
+
+def setup(make_napari_viewer, qtbot, volume=False):
+    """Viewer with a (scaled) image, the sampler run once at CENTER (modes 9/5/2 of 16)."""
+    viewer = make_napari_viewer()
+    img = np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)
+    if volume:
+        src = viewer.add_image(np.stack([img] * 5), scale=(2.0, *SCALE),
+                               translate=(0.0, *TRANSLATE), name="ct")
+        viewer.dims.set_point(0, 2.0 * 3)  # slice 3
+    else:
+        src = viewer.add_image(img, scale=SCALE, translate=TRANSLATE, name="ct")
+    pts = viewer.add_points([src.data_to_world((3, *CENTER) if volume else CENTER)], name="p")
+    sampler = SamplingWidget(viewer)
+    gallery = GalleryWidget(viewer)
+    viewer.window.add_dock_widget(sampler, name="sampling")
+    viewer.window.add_dock_widget(gallery, name="gallery")
+    sampler.set_segmenter(ScriptedSegmenter(), "scripted")
+    sampler.where.set_value(pts)
+    sampler.n.setValue(16)
+    sampler.steps.setValue(2)
+    with qtbot.waitSignal(sampler.done, timeout=30_000):
+        sampler.run()
+    assert sampler.last_error is None
+    return viewer, src, sampler, gallery
+
+
+def test_modes_sorted_by_frequency_and_click_shows_sample(make_napari_viewer, qtbot):
+    viewer, src, sampler, gallery = setup(make_napari_viewer, qtbot)
+    texts = [h.text().replace("<b>", "").replace("</b>", "") for h in gallery.headers]
+    assert texts == ["mode 1 - 9 of 16", "mode 2 - 5 of 16", "mode 3 - 2 of 16"]
+    assert sorted(gallery.buttons) == list(range(16))
+    assert not gallery.buttons[0].icon().isNull()
+    samples = L.outputs_of(viewer.layers, src)["samples"]
+    # the labels carry the mode rank: the viewer's colours match the gallery's groups
+    assert {int(samples.data[k].max()) for k in sampler.last_outputs.modes[1].members} == {2}
+    gallery.buttons[11].click()
+    assert gallery.selected == 11 and gallery.buttons[11].isChecked()
+    assert viewer.dims.current_step[0] == 11  # the sample slider
+    # a re-run is picked up by the gallery automatically
+    sampler.n.setValue(4)
+    with qtbot.waitSignal(sampler.done, timeout=30_000):
+        sampler.run()
+    assert len(gallery.buttons) == 4
+
+
+def test_adopt_mode_into_new_labels_with_source_geometry_and_undo(make_napari_viewer, qtbot):
+    viewer, src, _, gallery = setup(make_napari_viewer, qtbot)
+    labels = gallery.adopt_mode(2)  # the radius-9 disks
+    assert labels is not None and labels.name == "ct labels"
+    np.testing.assert_allclose(labels.scale, SCALE)
+    np.testing.assert_allclose(labels.translate, TRANSLATE)
+    assert labels.data.shape == (64, 64)
+    np.testing.assert_array_equal(labels.data > 0, _disk((64, 64), CENTER, 9))
+    labels.undo()
+    assert labels.data.max() == 0
+    labels.redo()
+    assert (labels.data > 0).sum() == _disk((64, 64), CENTER, 9).sum()
+
+
+def test_adopt_consensus_threshold(make_napari_viewer, qtbot):
+    viewer, src, _, gallery = setup(make_napari_viewer, qtbot)
+    small, big = _disk((64, 64), CENTER, 5), _disk((64, 64), CENTER, 9)
+    gallery.threshold.setValue(0.5)  # the small disk is in 14 of 16 samples, the ring in 5
+    labels = gallery.adopt_consensus()
+    np.testing.assert_array_equal(labels.data > 0, small)
+    gallery.target.set_value("new")
+    np.testing.assert_array_equal(gallery.adopt_consensus(0.25).data > 0, big)
+    n_layers = len(viewer.layers)
+    assert gallery.adopt_consensus(0.95) is None  # nobody agrees that much: nothing adopted
+    assert len(viewer.layers) == n_layers and "nothing" in gallery.status.text()
+
+
+def test_adopt_into_painted_layer_keeps_paint_after_confirmation(make_napari_viewer, qtbot,
+                                                                 monkeypatch):
+    viewer, src, _, gallery = setup(make_napari_viewer, qtbot)
+    painted = np.zeros((64, 64), np.uint16)
+    painted[20:31, 20:60] = 3  # overlaps the top half of the disk
+    target = viewer.add_labels(painted.copy(), name="annotations", scale=SCALE,
+                               translate=TRANSLATE)
+    gallery.target.set_value(target)
+    disk = _disk((64, 64), CENTER, 9)
+
+    monkeypatch.setattr(GalleryWidget, "confirm", lambda self, t: False)
+    assert gallery.adopt_mode(2) is None
+    np.testing.assert_array_equal(target.data, painted)  # declined: untouched
+
+    asked = []
+    monkeypatch.setattr(GalleryWidget, "confirm", lambda self, t: asked.append(t) or True)
+    assert gallery.adopt_mode(2) is target and asked == [target]
+    np.testing.assert_array_equal(target.data[painted > 0], 3)  # paint kept
+    np.testing.assert_array_equal(target.data[disk & (painted == 0)], 4)  # new label 4
+    assert (target.data == 4).sum() == (disk & (painted == 0)).sum()
+    assert "painted pixels kept" in gallery.status.text()
+    target.undo()
+    np.testing.assert_array_equal(target.data, painted)
+
+
+def test_adopt_from_a_volume_lands_on_the_right_slice(make_napari_viewer, qtbot):
+    viewer, src, sampler, gallery = setup(make_napari_viewer, qtbot, volume=True)
+    assert sampler.last_outputs.z0 == 3
+    labels = gallery.adopt_sample(0)
+    assert labels.data.shape == (5, 64, 64)
+    np.testing.assert_allclose(labels.scale, (2.0, *SCALE))
+    assert [int(labels.data[z].any()) for z in range(5)] == [0, 0, 0, 1, 0]

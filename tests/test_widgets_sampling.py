@@ -1,0 +1,215 @@
+"""Sampling dock end to end in a real viewer (pytest-qt, under Xvfb)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from napari_ambiseg.errors import Cancelled, WeightsError
+from napari_ambiseg.widgets import layers as L
+from napari_ambiseg.widgets.sampling import SamplingWidget
+from napari_ambiseg.widgets.tiny import ScriptedSegmenter, tiny_segmenter
+
+pytestmark = pytest.mark.gui
+
+SCALE, TRANSLATE = (0.7, 0.5), (12.0, -30.0)
+
+
+def ct_like(shape=(64, 64)) -> np.ndarray:
+    """A CT-like slice in HU: air around a soft-tissue disk with a small dense nodule."""
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    img = np.full(shape, -1000.0, np.float32)
+    img[(yy - shape[0] / 2) ** 2 + (xx - shape[1] / 2) ** 2 < (shape[0] / 2.5) ** 2] = -700
+    img[(yy - 30) ** 2 + (xx - 34) ** 2 < 16] = 40
+    return img
+
+
+def dock(viewer, segmenter=None, n=16, steps=3) -> SamplingWidget:
+    w = SamplingWidget(viewer)
+    viewer.window.add_dock_widget(w, name="AmbiSeg sampling")
+    if segmenter is not None:
+        w.set_segmenter(segmenter, "test model")
+    w.n.setValue(n)
+    w.steps.setValue(steps)
+    return w
+
+
+def run(qtbot, w: SamplingWidget, timeout=60_000):
+    with qtbot.waitSignal(w.done, timeout=timeout):
+        assert w.run() is not None
+    return w.last_outputs
+
+
+def outputs(viewer, source):
+    return L.outputs_of(viewer.layers, source)
+
+
+def test_plugin_manifest_opens_the_docks(make_napari_viewer):
+    viewer = make_napari_viewer()
+    for name, cls in (("Sample segmentations", "SamplingWidget"), ("Gallery", "GalleryWidget"),
+                      ("Training", "TrainingWidget")):
+        _, widget = viewer.window.add_plugin_dock_widget("napari-ambiseg", name)
+        assert type(widget).__name__ == cls
+
+
+def test_end_to_end_tiny_model_outputs_aligned_with_scaled_source(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    src = viewer.add_image(ct_like(), scale=SCALE, translate=TRANSLATE, name="ct")
+    w = dock(viewer, tiny_segmenter(), n=4, steps=2)
+    out = run(qtbot, w)
+    assert w.last_error is None and out is not None
+    got = outputs(viewer, src)
+    assert set(got) == {"samples", "agreement", "uncertainty"}
+    samples, agreement, unc = got["samples"], got["agreement"], got["uncertainty"]
+    assert samples.data.shape == (4, 64, 64)
+    np.testing.assert_allclose(samples.scale, (1, *SCALE))
+    np.testing.assert_allclose(samples.translate, (0, *TRANSLATE))
+    for layer in (agreement, unc):
+        assert layer.data.shape == (64, 64)
+        np.testing.assert_allclose(layer.scale, SCALE)
+        np.testing.assert_allclose(layer.translate, TRANSLATE)
+    assert samples.contour == 1 and samples.axis_labels[0] == "sample"
+    assert tuple(agreement.contrast_limits) == (0.0, 1.0) and agreement.data.max() <= 1.0
+    assert not unc.visible
+    np.testing.assert_allclose(agreement.data, (samples.data > 0).mean(0), atol=1e-6)
+    # stacking: source, uncertainty, agreement, samples (contours on top)
+    names = [la.name for la in viewer.layers]
+    assert names == ["ct", "ct uncertainty", "ct agreement", "ct samples"]
+
+
+def test_click_prompt_is_mapped_through_the_source_geometry(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    src = viewer.add_image(ct_like(), scale=(2.0, 0.5), translate=(10.0, -4.0), name="ct")
+    seg = ScriptedSegmenter()
+    w = dock(viewer, seg)
+    world = (10.0 + 2.0 * 20, -4.0 + 0.5 * 41)  # pixel (20, 41)
+    with qtbot.waitSignal(w.done, timeout=30_000):
+        w.sample_at(world)
+    assert seg.calls[-1]["center"] == (20.0, 41.0)
+    assert seg.calls[-1]["spacing"] == (2.0, 0.5)  # non-unit scale = pixel spacing
+    # the representative of the largest mode is a disk centred on the click, in world space
+    samples = outputs(viewer, src)["samples"]
+    k = w.last_outputs.modes[0].representative
+    centre = np.argwhere(samples.data[k] > 0).mean(0)
+    np.testing.assert_allclose(samples.data_to_world((k, *centre))[1:], world, atol=1e-6)
+
+
+def test_points_and_shapes_prompts(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(ct_like(), scale=(2.0, 2.0), name="ct")
+    pts = viewer.add_points([[10.0, 20.0], [40.0, 60.0]], name="pts")  # world coords
+    shapes = viewer.add_shapes([np.array([[20.0, 30.0], [40.0, 70.0]])],
+                               shape_type="rectangle", name="box")
+    seg = ScriptedSegmenter()
+    w = dock(viewer, seg)
+    w.where.set_value(pts)
+    run(qtbot, w)
+    assert seg.calls[-1]["center"] == (20.0, 30.0)  # last point, in pixels
+    w.where.set_value(shapes)
+    run(qtbot, w)
+    assert seg.calls[-1]["box"] == (10.5, 15.5, 20.5, 35.5)  # pixel edges
+    # the reader's metadata wins over the layer scale for spacing and modality
+    viewer.layers["ct"].metadata["ambiseg"] = {"spacing": [0.6, 0.6], "modality": "CT"}
+    run(qtbot, w)
+    assert seg.calls[-1]["spacing"] == (0.6, 0.6) and seg.calls[-1]["modality"] == "CT"
+
+
+def test_rerun_replaces_outputs(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    src = viewer.add_image(ct_like(), name="ct")
+    other = viewer.add_image(ct_like(), name="other")
+    w = dock(viewer, ScriptedSegmenter())
+    w.image.set_value(src)
+    run(qtbot, w)
+    first = outputs(viewer, src)
+    first["agreement"].opacity = 0.3
+    w.n.setValue(8)
+    run(qtbot, w)
+    second = outputs(viewer, src)
+    assert len(viewer.layers) == 5  # 2 images + 3 outputs, not 8
+    assert all(second[k] is not first[k] for k in first)
+    assert second["samples"].data.shape[0] == 8
+    assert second["agreement"].opacity == 0.3  # display choices survive a re-run
+    w.image.set_value(other)
+    run(qtbot, w)
+    assert len(viewer.layers) == 8 and set(outputs(viewer, other)) == set(first)
+    # renaming the source does not orphan its outputs
+    src.name = "renamed"
+    w.image.set_value(src)
+    run(qtbot, w)
+    assert len(viewer.layers) == 8
+
+
+def test_cancel_stops_within_a_second(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    src = viewer.add_image(ct_like(), name="ct")
+    w = dock(viewer, ScriptedSegmenter(step_s=0.05), steps=100)  # ~5 s if not cancelled
+    with qtbot.waitSignal(w.done, timeout=10_000):
+        w.run()
+        qtbot.wait(300)
+        assert w.worker is not None
+        t0 = time.perf_counter()
+        w.cancel_button.click()
+    assert time.perf_counter() - t0 < 1.0
+    assert isinstance(w.last_error, Cancelled)
+    assert outputs(viewer, src) == {}
+    assert w.run_button.isEnabled() and not w.cancel_button.isEnabled()
+
+
+def test_volume_slices_range_and_follow(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    vol = np.stack([ct_like((48, 48))] * 6)
+    src = viewer.add_image(vol, scale=(3.0, 1.0, 1.0), translate=(-6.0, 0, 0), name="vol")
+    seg = ScriptedSegmenter()
+    w = dock(viewer, seg)
+    viewer.dims.set_point(0, -6.0 + 3.0 * 2)  # slice 2
+    out = run(qtbot, w)
+    samples = outputs(viewer, src)["samples"]
+    assert samples.data.shape == (16, 1, 48, 48) and out.z0 == 2
+    np.testing.assert_allclose(samples.translate, (0, -6.0 + 3.0 * 2, 0, 0))
+    np.testing.assert_allclose(outputs(viewer, src)["agreement"].translate, (0.0, 0, 0))
+
+    w.slices.setCurrentIndex(1)  # slice range
+    w.z_from.setValue(1)
+    w.z_to.setValue(3)
+    out = run(qtbot, w)
+    assert outputs(viewer, src)["samples"].data.shape == (16, 3, 48, 48) and out.z0 == 1
+    assert out.key == 1  # the current slice (2) is the gallery's slice
+
+    w.slices.setCurrentIndex(2)  # follow the finding up and down
+    out = run(qtbot, w)
+    assert out.masks.shape == (16, 6, 48, 48) and out.z0 == 0  # the disk is on every slice
+    assert len(viewer.layers) == 4
+
+
+def test_missing_weights_is_a_message_not_a_crash(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.add_image(ct_like(), name="ct")
+    w = dock(viewer)
+    w.set_weights(str(tmp_path / "nothing.safetensors"))
+    assert "not found" in w.model_status.text()
+    run(qtbot, w)
+    assert isinstance(w.last_error, WeightsError)
+    assert "not found" in w.status.text()
+    assert len(viewer.layers) == 1
+
+
+def test_no_image_is_a_message(make_napari_viewer):
+    viewer = make_napari_viewer()
+    w = dock(viewer, ScriptedSegmenter())
+    assert w.run() is None and "Open an image" in str(w.last_error)
+
+
+def test_plugin_settings_are_the_defaults(make_napari_viewer, plugin_settings, npe2pm):
+    """napari's `plugin_settings` fixture keeps this off the real config folder."""
+    from napari.settings import get_plugin_settings
+    from npe2 import PluginManifest
+
+    npe2pm.register(PluginManifest.from_distribution("napari-ambiseg"))
+    section = get_plugin_settings("napari-ambiseg").ambiseg
+    assert SamplingWidget(make_napari_viewer()).n.value() == section.n_samples == 16
+    section.n_samples, section.steps, section.device = 8, 25, "cpu"
+    w = SamplingWidget(make_napari_viewer())
+    assert (w.n.value(), w.steps.value(), w.device.currentText()) == (8, 25, "cpu")

@@ -1,0 +1,1 @@
+"""Bundled model weights (safetensors + JSON config), installed as package data."""
