@@ -127,3 +127,34 @@ def test_tiny_model_learns_the_mode_frequencies(tmp_path):
     assert frac_core == pytest.approx(0.7, abs=0.10)
     top = res.modes[0]
     assert len(res.modes) == 2 and top.frequency == pytest.approx(frac_core)
+
+
+@pytest.mark.slow
+def test_trained_latent_carries_the_rater_choice(tmp_path):
+    """CIMD's ambiguity latent, trained: z from the posterior of a core outline gives core
+    outlines, z from the posterior of a halo outline gives halo outlines, and z from the prior
+    gives both in the raters' proportions."""
+    from napari_ambiseg.diffusion import Schedule, sample_masks
+
+    data = two_mode_data(k=16, frac_a=0.7)
+    train(tiny_config(latent_dim=4, kl_weight=0.01),
+          TrainConfig(iterations=300, batch_size=32, lr=3e-3, warmup=50, val_every=10**9,
+                      checkpoint_every=10**9, log_every=50, augment=AugmentConfig(enabled=False)),
+          tmp_path, resume=False, train_data=data)
+    model, cfg, _ = load_weights(tmp_path / "last")
+    shapes = np.stack([disk(32, 5), disk(32, 10)])
+    image = torch.from_numpy(data.images[:1] / 127.5 - 1).float()[:, None]
+    frac_core = {}
+    with torch.no_grad():
+        feats = model.encode_image(image)
+        for name, mask in (("core", shapes[0]), ("halo", shapes[1])):
+            z = model.latent.posterior(image, torch.from_numpy(mask * 2.0 - 1)[None, None].float())
+            x = sample_masks(lambda x_t, l: model.denoise(x_t, l, feats, z.mu.expand(40, -1)),
+                             Schedule.from_config(cfg), (40, 1, 32, 32), steps=10, prediction="x",
+                             generator=torch.Generator().manual_seed(0))
+            iou = pairwise_iou((x[:, 0] > 0).numpy(), shapes)
+            frac_core[name] = (iou[:, 0] > iou[:, 1]).mean()
+    assert frac_core["core"] > 0.9 and frac_core["halo"] < 0.1
+    res = Segmenter(model, cfg, "cpu").sample(data.images[0], n=100, steps=10, seed=1)
+    iou = pairwise_iou(res.masks, shapes)
+    assert (iou[:, 0] > iou[:, 1]).mean() == pytest.approx(0.7, abs=0.15)

@@ -40,6 +40,7 @@ class GalleryWidget(QWidget):
         self.selected: int | None = None
         self.buttons: dict[int, QToolButton] = {}
         self.headers: list[QLabel] = []
+        self._watched = None  # the samples layer whose data changes trigger a refresh
         self._group = QButtonGroup(self)
         self._group.setExclusive(True)
 
@@ -101,6 +102,16 @@ class GalleryWidget(QWidget):
         info = L.output_info(samples)
         return samples, info, L.find_source(self.viewer.layers, info)
 
+    def _watch(self, samples) -> None:
+        """Follow in-place updates (a re-run) of the chosen samples layer."""
+        if samples is self._watched:
+            return
+        if self._watched is not None:
+            self._watched.events.data.disconnect(self.refresh)
+        if samples is not None:
+            samples.events.data.connect(self.refresh)
+        self._watched = samples
+
     def refresh(self, *_) -> None:
         """Rebuild the thumbnails for the chosen result."""
         while (item := self._content_layout.takeAt(0)) is not None:
@@ -110,6 +121,7 @@ class GalleryWidget(QWidget):
             self._group.removeButton(b)
         self.buttons, self.headers, self.selected = {}, [], None
         cur = self.current()
+        self._watch(None if cur is None else cur[0])
         enabled = cur is not None and cur[2] is not None
         self.adopt_sample_button.setEnabled(enabled)
         self.adopt_consensus_button.setEnabled(enabled)

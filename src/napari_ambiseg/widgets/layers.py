@@ -125,48 +125,90 @@ def _transparent_floor(name: str):
     return Colormap(colors=colors, name=f"ambiseg {name}", display_name=f"{name} (0 clear)")
 
 
-def build_outputs(source, out: Outputs) -> dict[str, Any]:
-    """New napari layers {kind: layer} for `out`, on the source's grid (not yet added).
-
-    Inserted one after the other just above the source, they stack as source, uncertainty,
-    agreement, samples (contours drawn on top)."""
-    from napari.layers import Image, Labels
-
+def output_data(source, out: Outputs) -> dict[str, tuple[Any, dict[str, Any], str]]:
+    """napari LayerData tuples {kind: (data, kwargs, layer_type)} for `out` on the source's
+    grid. Inserted one after the other just above the source, they stack as source,
+    uncertainty, agreement, samples (contours drawn on top)."""
     lead_geo, geo = geometry(source, 1, out.z0), geometry(source, 0, out.z0)
     base = {"source": source_id(source), "source_name": source.name, **out.describe()}
 
     def meta(kind: str) -> dict[str, Any]:
         return {KEY: {**base, "kind": kind}}
 
-    samples = Labels(out.labelled(), name=f"{source.name} samples", opacity=0.9,
-                     metadata=meta("samples"), **lead_geo)
-    samples.contour = 1
-    agreement = Image(out.agreement, name=f"{source.name} agreement",
-                      colormap=_transparent_floor("inferno"), contrast_limits=(0.0, 1.0),
-                      blending="translucent", opacity=0.6, metadata=meta("agreement"), **geo)
-    uncertainty = Image(out.entropy, name=f"{source.name} uncertainty",
-                        colormap=_transparent_floor("viridis"), contrast_limits=(0.0, 1.0),
-                        blending="translucent", opacity=0.6, visible=False,
-                        metadata=meta("uncertainty"), **geo)
-    return {"samples": samples, "agreement": agreement, "uncertainty": uncertainty}
+    heat = {"contrast_limits": (0.0, 1.0), "blending": "translucent", "opacity": 0.6}
+    return {
+        "samples": (out.labelled(), {"name": f"{source.name} samples", "opacity": 0.9,
+                                     "metadata": meta("samples"), **lead_geo}, "labels"),
+        "agreement": (out.agreement, {"name": f"{source.name} agreement",
+                                      "colormap": _transparent_floor("inferno"),
+                                      "metadata": meta("agreement"), **heat, **geo}, "image"),
+        "uncertainty": (out.entropy, {"name": f"{source.name} uncertainty",
+                                      "colormap": _transparent_floor("viridis"),
+                                      "visible": False, "metadata": meta("uncertainty"),
+                                      **heat, **geo}, "image"),
+    }
+
+
+_UPDATE = ("name", "scale", "translate", "rotate", "shear", "affine", "axis_labels", "units")
+
+
+def _update(layer, data, kwargs: dict[str, Any]) -> None:
+    """Put new results into an existing output layer, keeping the user's display choices.
+
+    Updating in place costs a texture upload; removing and adding layers makes napari
+    rebuild its scene graph (and run the garbage collector), a visible stall."""
+    layer.metadata = {**layer.metadata, **kwargs["metadata"]}  # first: listeners read it
+    layer.data = data
+    identity = {"rotate": np.eye(layer.ndim), "shear": np.eye(layer.ndim),
+                "affine": np.eye(layer.ndim + 1)}
+    current = {"rotate": lambda: layer.rotate, "affine": lambda: layer.affine.affine_matrix,
+               "shear": lambda: _shear_matrix(layer.shear, layer.ndim)}
+    for key in _UPDATE:
+        if key in kwargs:
+            if not _same(getattr(layer, key), kwargs[key]):
+                setattr(layer, key, kwargs[key])
+        elif key in identity and not np.allclose(current[key](), identity[key]):
+            setattr(layer, key, identity[key])
+
+
+def _same(a, b) -> bool:
+    """Equal layer properties (names, labels, units, vectors, matrices)."""
+    if isinstance(a, str) or isinstance(b, str):
+        return a == b
+    if hasattr(a, "affine_matrix"):
+        a = a.affine_matrix
+    try:
+        return bool(np.allclose(np.asarray(a, dtype=float), np.asarray(b, dtype=float)))
+    except (TypeError, ValueError):  # axis labels, units
+        return [str(x) for x in a] == [str(x) for x in b]
 
 
 def replace_outputs(viewer, source, out: Outputs) -> dict[str, Any]:
-    """Show `out` for `source`, replacing its previous outputs in place (same list position,
-    visibility and opacity kept); new outputs go just above the source."""
+    """Show `out` for `source`: previous outputs of the same source are updated in place
+    (list position, visibility, opacity and colormap kept); new ones go above the source."""
+    from napari.layers import Image, Labels, Layer
+
+    classes = {"labels": Labels, "image": Image}
     layers = viewer.layers
     old = outputs_of(layers, source)
-    new = build_outputs(source, out)
-    for kind, layer in new.items():
+    shown = {}
+    for kind, (data, kwargs, layer_type) in output_data(source, out).items():
         prev = old.get(kind)
+        if isinstance(prev, classes[layer_type]) and prev.ndim == data.ndim:
+            _update(prev, data, kwargs)
+            shown[kind] = prev
+            continue
+        layer = Layer.create(data, kwargs, layer_type)
+        if layer_type == "labels":
+            layer.contour = 1
         if prev is not None:
-            layer.visible, layer.opacity = prev.visible, prev.opacity
             index = layers.index(prev)
             layers.remove(prev)
             layers.insert(index, layer)
         else:
             layers.insert(layers.index(source) + 1, layer)
-    return new
+        shown[kind] = layer
+    return shown
 
 
 def read_outputs(samples_layer) -> dict[str, Any]:

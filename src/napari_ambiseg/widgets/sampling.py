@@ -8,6 +8,7 @@ task's cancel button in napari's activity panel) stops it within one network eva
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import Signal
@@ -43,6 +44,7 @@ class SamplingWidget(QWidget):
         self.worker = None
         self.last_outputs: Outputs | None = None
         self.last_error: BaseException | None = None
+        self.last_display_s = 0.0
         self._stop: threading.Event | None = None
         self._pbar = None
         self._click = None
@@ -261,7 +263,9 @@ class SamplingWidget(QWidget):
         if source not in self.viewer.layers:
             self.status.setText("The image was closed while sampling; results dropped.")
             return
+        t0 = time.perf_counter()
         L.replace_outputs(self.viewer, source, out)
+        self.last_display_s = time.perf_counter() - t0  # GUI-thread time to show the results
         self.last_outputs = out
         where = "" if out.z0 is None else f" on slices {out.z0}-{out.z0 + out.masks.shape[1] - 1}"
         self.status.setText(f"{out.n} samples{where} in {out.seconds:.1f} s: "
