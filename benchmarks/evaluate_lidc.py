@@ -1,0 +1,109 @@
+"""Evaluation report on the LIDC test split: GED16, HM-IoU16, CI and parts, S_NCC, ECE, a
+reliability diagram, reference points, and a sweep over sampling steps.
+
+    python benchmarks/evaluate_lidc.py [--weights W] [--split test] [--n 16] [--limit K]
+        [--sweep 1,2,5,10,25] [--sweep-limit 300] [--write-doc]
+
+Uses exactly the code of `ambiseg evaluate` (sample_dataset + evaluate_samples).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _report import DOCS, machine, write_section  # noqa: E402
+
+from napari_ambiseg import metrics  # noqa: E402
+from napari_ambiseg.segmenter import Segmenter  # noqa: E402
+from napari_ambiseg.training.data import load_npz  # noqa: E402
+from napari_ambiseg.training.evaluate import evaluate_samples, sample_dataset  # noqa: E402
+
+LIDC = Path(__file__).resolve().parents[2] / "shared" / "data" / "lidc"
+KEYS = ("ged", "hm_iou", "ci", "s_c", "d_max", "d_a", "s_ncc", "ece")
+
+
+def references(data, n: int, seed: int = 0) -> dict[str, dict]:
+    """Oracles that see the readers: n copies of the 2-of-4 majority; the readers resampled."""
+    rng = np.random.default_rng(seed)
+    maj = np.stack([np.repeat((m.sum(0) >= 2)[None], n, 0) for m in data.masks])
+    res = data.masks[np.arange(len(data))[:, None], rng.integers(data.masks.shape[1],
+                                                                 size=(len(data), n))]
+    return {"majority x16": evaluate_samples(maj, data)[0],
+            "readers resampled": evaluate_samples(res.astype(bool), data)[0]}
+
+
+def row(name: str, m: dict) -> str:
+    return f"| {name} | " + " | ".join(f"{m[k]:.3f}" for k in KEYS) + " |"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--weights", default=None)
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--sweep", default="1,2,5,10,25")
+    ap.add_argument("--sweep-limit", type=int, default=300)
+    ap.add_argument("--write-doc", action="store_true")
+    args = ap.parse_args()
+
+    data = load_npz(LIDC / f"{args.split}.npz", limit=args.limit)
+    seg = Segmenter.load(args.weights, device="auto")
+    steps = args.steps or seg.cfg.steps
+    t = time.perf_counter()
+    samples = sample_dataset(seg, data, args.n, steps, seed=0)
+    seconds = time.perf_counter() - t
+    main_m, cal = evaluate_samples(samples, data)
+    refs = references(data, args.n)
+    img = DOCS / "img"
+    img.mkdir(parents=True, exist_ok=True)
+    metrics.reliability_diagram(cal, img / "reliability.png",
+                                title=f"LIDC {args.split}, N={args.n}, {len(data)} slices")
+    out = {"model": main_m, "references": refs, "n": args.n, "steps": steps,
+           "split": args.split, "count": len(data), "sampling_seconds": seconds,
+           "weights": args.weights or "bundled", "info": seg.info}
+    (DOCS / "results").mkdir(exist_ok=True)
+    (DOCS / "results" / f"eval_{args.split}.json").write_text(json.dumps(out, indent=2,
+                                                                          default=float))
+    n = args.n
+    lines = [f"## Quality on LIDC `{args.split}` (N = {n})", "",
+             f"{len(data)} slices (all of `{args.split}`{'' if args.limit is None else f', first {args.limit}'}), "
+             f"{n} samples each, {steps} steps, seed 0; sampling took {seconds / 60:.1f} min. "
+             f"Weights: {args.weights or 'bundled'} ({seg.info.get('step', '?')} training iterations).",
+             "", f"| | GED{n} | HM-IoU{n} | CI | S_c | D_max | D_a | S_NCC | ECE |",
+             "|---|" + "---|" * len(KEYS), row("napari-ambiseg", main_m),
+             row(f"oracle: majority x{n}", refs["majority x16"]),
+             row("oracle: readers resampled", refs["readers resampled"]), "",
+             "Reliability diagram: `docs/img/reliability.png`. Targets: GED16 <= 0.20, "
+             "HM-IoU16 >= 0.65, ECE <= 0.02."]
+    sweep = [int(s) for s in args.sweep.split(",") if s]
+    if sweep:
+        sub = data.subset(np.linspace(0, len(data) - 1, min(args.sweep_limit, len(data))).astype(int))
+        lines += ["", f"### Sampling steps ({len(sub)} evenly spaced `{args.split}` slices, N = {n})",
+                  "", f"| steps | GED{n} | HM-IoU{n} | ECE | seconds per image |", "|---|---|---|---|---|"]
+        for s in sweep:
+            t = time.perf_counter()
+            m, _ = evaluate_samples(sample_dataset(seg, sub, n, s, seed=0), sub)
+            lines.append(f"| {s} | {m['ged']:.3f} | {m['hm_iou']:.3f} | {m['ece']:.4f} | "
+                         f"{(time.perf_counter() - t) / len(sub):.3f} |")
+            print(lines[-1], flush=True)
+    lines += ["", f"Machine: {machine()}.",
+              f"Command: `python benchmarks/evaluate_lidc.py --split {args.split} --n {n}"
+              f"{'' if args.limit is None else f' --limit {args.limit}'} --sweep {args.sweep} "
+              f"--sweep-limit {args.sweep_limit} --write-doc`"]
+    text = "\n".join(lines)
+    print(text)
+    if args.write_doc:
+        write_section(f"eval_{args.split}", text)
+
+
+if __name__ == "__main__":
+    main()
