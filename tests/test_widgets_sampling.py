@@ -96,6 +96,40 @@ def test_click_prompt_is_mapped_through_the_source_geometry(make_napari_viewer, 
     np.testing.assert_allclose(samples.data_to_world((k, *centre))[1:], world, atol=1e-6)
 
 
+class FakeMouse:
+    def __init__(self, position):
+        self.button, self.modifiers, self.position, self.type = 1, (), position, "mouse_press"
+
+
+def test_click_samples_but_drag_pans(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(ct_like(), name="ct")
+    seg = ScriptedSegmenter()
+    w = dock(viewer, seg)
+    w.click_to_sample.setChecked(True)
+    assert w._on_mouse in viewer.mouse_drag_callbacks
+
+    drag = FakeMouse((10.0, 12.0))
+    gen = w._on_mouse(viewer, drag)
+    next(gen)
+    drag.type = "mouse_move"
+    next(gen)
+    drag.type = "mouse_release"
+    with pytest.raises(StopIteration):
+        next(gen)
+    assert w.worker is None and seg.calls == []  # a drag pans, it does not sample
+
+    click = FakeMouse((10.0, 12.0))
+    gen = w._on_mouse(viewer, click)
+    next(gen)
+    click.type = "mouse_release"
+    with qtbot.waitSignal(w.done, timeout=30_000), pytest.raises(StopIteration):
+        next(gen)
+    assert seg.calls[-1]["center"] == (10.0, 12.0)
+    w.click_to_sample.setChecked(False)
+    assert w._on_mouse not in viewer.mouse_drag_callbacks
+
+
 def test_points_and_shapes_prompts(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     viewer.add_image(ct_like(), scale=(2.0, 2.0), name="ct")
@@ -129,17 +163,23 @@ def test_rerun_replaces_outputs(make_napari_viewer, qtbot):
     run(qtbot, w)
     second = outputs(viewer, src)
     assert len(viewer.layers) == 5  # 2 images + 3 outputs, not 8
-    assert all(second[k] is not first[k] for k in first)
+    assert all(second[k] is first[k] for k in first)  # updated in place: no layer churn
     assert second["samples"].data.shape[0] == 8
+    assert L.output_info(second["samples"])["n"] == 8
     assert second["agreement"].opacity == 0.3  # display choices survive a re-run
     w.image.set_value(other)
     run(qtbot, w)
     assert len(viewer.layers) == 8 and set(outputs(viewer, other)) == set(first)
+    # an output the user deleted comes back on the next run
+    viewer.layers.remove(second["uncertainty"])
+    w.image.set_value(src)
+    run(qtbot, w)
+    assert set(outputs(viewer, src)) == set(first) and len(viewer.layers) == 8
     # renaming the source does not orphan its outputs
     src.name = "renamed"
     w.image.set_value(src)
     run(qtbot, w)
-    assert len(viewer.layers) == 8
+    assert len(viewer.layers) == 8 and "renamed samples" in viewer.layers
 
 
 def test_cancel_stops_within_a_second(make_napari_viewer, qtbot):
@@ -156,6 +196,22 @@ def test_cancel_stops_within_a_second(make_napari_viewer, qtbot):
     assert isinstance(w.last_error, Cancelled)
     assert outputs(viewer, src) == {}
     assert w.run_button.isEnabled() and not w.cancel_button.isEnabled()
+
+
+def test_napari_task_cancel_stops_the_helper_thread(make_napari_viewer, qtbot):
+    """The activity panel's cancel calls worker.quit(): the model must stop too."""
+    viewer = make_napari_viewer()
+    viewer.add_image(ct_like(), name="ct")
+    seg = ScriptedSegmenter(step_s=0.05)
+    w = dock(viewer, seg, steps=100)
+    with qtbot.waitSignal(w.done, timeout=10_000):
+        w.run()
+        qtbot.wait(300)
+        t0 = time.perf_counter()
+        w.worker.quit()
+    assert time.perf_counter() - t0 < 1.0
+    assert isinstance(w.last_error, Cancelled) and w._stop.is_set()
+    assert len(viewer.layers) == 1
 
 
 def test_volume_slices_range_and_follow(make_napari_viewer, qtbot):

@@ -197,7 +197,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *, resu
         if world == 1:  # exact resume; DDP ranks re-seed from (seed, rank, step)
             np_rng.bit_generator.state = ck["rng"]["numpy"]
             gen.set_state(ck["rng"]["torch"])
-            torch.set_rng_state(ck["rng"]["torch_global"])
+            if "torch_global" in ck["rng"]:  # absent in older checkpoints
+                torch.set_rng_state(ck["rng"]["torch_global"])
         else:
             np_rng = np.random.default_rng([cfg.seed, rank, step])
             gen.manual_seed(cfg.seed * 1000 + rank + 7919 * step)

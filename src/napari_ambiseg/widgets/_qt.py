@@ -34,6 +34,7 @@ class LayerChoice(QComboBox):
                 if isinstance(layer, self._types) and (self._keep is None or self._keep(layer))]
 
     def refresh(self, *_) -> None:
+        """Re-list the layers; `currentIndexChanged` fires only if the choice changed."""
         try:
             current = self.value()
         except RuntimeError:  # the Qt object is gone (viewer closing)
@@ -41,14 +42,15 @@ class LayerChoice(QComboBox):
         layers = self.candidates()
         self._values = [key for _, key in self._fixed] + layers
         self.blockSignals(True)
-        self.clear()
-        self.addItems([label for label, _ in self._fixed] + [layer.name for layer in layers])
-        self.blockSignals(False)
-        if current is not None and any(v is current for v in self._values):
-            self.set_value(current)
-        elif self._values:
-            self.setCurrentIndex(0)
-            self.currentIndexChanged.emit(0)
+        try:
+            self.clear()
+            self.addItems([label for label, _ in self._fixed] + [la.name for la in layers])
+            if current is not None and any(v is current for v in self._values):
+                self.set_value(current)
+        finally:
+            self.blockSignals(False)
+        if self.value() is not current:
+            self.currentIndexChanged.emit(self.currentIndex())
 
     def value(self) -> Any:
         i = self.currentIndex()

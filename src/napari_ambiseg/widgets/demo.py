@@ -13,9 +13,9 @@ import sys
 from typing import Any
 
 DEMO_FILE = "CT_small.dcm"
-DEMO_POINT = (24.0, 8.0)       # (row, col) pixel in CT_small: a vessel in the left lung base
+DEMO_POINT = (18.0, 19.0)      # (row, col) pixel in CT_small: a vessel branch, left lung
 LUNG_WINDOW = (-1350.0, 150.0)  # HU: centre -600, width 1500
-WINDOW_SIZE = (1500, 950)
+WINDOW_SIZE = (1500, 1000)
 
 
 def _say(text: str) -> None:
@@ -41,7 +41,7 @@ def demo_layers() -> list[tuple[Any, dict, str]]:
         return [(hu, {"name": "CT_small", "scale": spacing, "metadata": meta}, "image")]
 
 
-def _display() -> Any:
+def ensure_display() -> Any:
     """Make sure Qt can draw: returns a started pyvirtualdisplay Display, or None if a
     display exists. Raises RuntimeError with advice when neither works."""
     if os.environ.get("QT_QPA_PLATFORM") == "offscreen":
@@ -60,7 +60,7 @@ def _display() -> Any:
                            "run: xvfb-run -a ambiseg demo --screenshot FILE") from None
 
 
-def _docks(viewer):
+def add_docks(viewer):
     """The sampling and gallery docks, through the plugin manifest when installed."""
     from .gallery import GalleryWidget
     from .sampling import SamplingWidget
@@ -77,7 +77,7 @@ def _docks(viewer):
     return sampler, gallery
 
 
-def _wait(signal, timeout_s: float) -> None:
+def wait_for(signal, timeout_s: float) -> None:
     from qtpy.QtCore import QEventLoop, QTimer
 
     loop = QEventLoop()
@@ -86,7 +86,7 @@ def _wait(signal, timeout_s: float) -> None:
     loop.exec()
 
 
-def _settle(ms: int = 700) -> None:
+def settle(ms: int = 700) -> None:
     """Let Qt lay out and paint the window before a screenshot."""
     from qtpy.QtCore import QEventLoop, QTimer
 
@@ -117,7 +117,7 @@ def run_demo(screenshot: str | None = None, weights: str | None = None, n: int =
     display = None
     try:
         if screenshot:
-            display = _display()
+            display = ensure_display()
         return _show(segmenter, name, screenshot, n, steps)
     except RuntimeError as e:
         _say(str(e))
@@ -135,9 +135,10 @@ def _show(segmenter, name: str, screenshot: str | None, n: int, steps: int) -> i
     viewer.window.resize(*WINDOW_SIZE)
     image = viewer.add_layer(Layer.create(*demo_layers()[0]))
     image.contrast_limits = LUNG_WINDOW
-    point = viewer.add_points([image.data_to_world(DEMO_POINT)], name="click", size=3,
+    point = viewer.add_points([image.data_to_world(DEMO_POINT)], name="prompt", size=3,
                               face_color="cyan", symbol="cross")
-    sampler, _gallery = _docks(viewer)
+    sampler, gallery = add_docks(viewer)
+    gallery.setMinimumHeight(420)
     sampler.set_segmenter(segmenter, name)
     sampler.n.setValue(n)
     sampler.steps.setValue(steps)
@@ -146,7 +147,7 @@ def _show(segmenter, name: str, screenshot: str | None, n: int, steps: int) -> i
     if sampler.run() is None:
         _say(f"could not start: {sampler.last_error}")
         return 2
-    _wait(sampler.done, timeout_s=600)
+    wait_for(sampler.done, timeout_s=600)
     if sampler.last_error is not None or sampler.last_outputs is None:
         _say(f"sampling failed: {sampler.last_error}")
         viewer.close()
@@ -156,7 +157,7 @@ def _show(segmenter, name: str, screenshot: str | None, n: int, steps: int) -> i
     if not screenshot:
         napari.run()
         return 0
-    _settle()
+    settle()
     viewer.screenshot(screenshot, canvas_only=False)
     viewer.close()
     print(f"ambiseg demo: saved {screenshot}", flush=True)

@@ -89,9 +89,11 @@ class GalleryWidget(QWidget):
 
     # ------------------------------------------------------------------ content
     def _on_inserted(self, event) -> None:
-        if _is_samples(event.value):
+        if _is_samples(event.value):  # a new result: show it
             self.result.refresh()
+            self.result.blockSignals(True)
             self.result.set_value(event.value)
+            self.result.blockSignals(False)
             self.refresh()
 
     def current(self) -> tuple[Any, dict, Any] | None:
@@ -245,9 +247,11 @@ class GalleryWidget(QWidget):
                 layer = L.adopt_new(self.viewer, source, full)
                 text = f"Adopted {what} as '{layer.name}' ({int(full.sum())} pixels)."
             else:
-                if tuple(target.data.shape) != full.shape:
-                    raise ValueError(f"'{target.name}' has shape {tuple(target.data.shape)}, "
-                                     f"not the shape {full.shape} of '{source.name}'.")
+                if tuple(target.data.shape) != full.shape or not (
+                        np.allclose(target.scale, source.scale)
+                        and np.allclose(target.translate, source.translate)):
+                    raise ValueError(f"'{target.name}' is not on the pixel grid of "
+                                     f"'{source.name}' (shape, scale or translate differ).")
                 if not self.confirm(target):
                     self.status.setText("Adoption cancelled.")
                     return None
@@ -261,7 +265,8 @@ class GalleryWidget(QWidget):
             return None
         self.viewer.layers.selection.active = layer
         self.status.setText(text)
-        show_info(text)
+        if layer is target:
+            show_info(text)  # writing into existing labels deserves a notification
         return layer
 
 

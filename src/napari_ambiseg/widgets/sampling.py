@@ -102,7 +102,7 @@ class SamplingWidget(QWidget):
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.image.currentIndexChanged.connect(self._on_image)
-        self.slices.currentIndexChanged.connect(self._on_image)
+        self.slices.currentIndexChanged.connect(self._on_slices)
         self.click_to_sample.toggled.connect(self._on_click_mode)
         self.weights.edit.editingFinished.connect(self._update_model_status)
         self.device.currentTextChanged.connect(self._update_model_status)
@@ -155,18 +155,25 @@ class SamplingWidget(QWidget):
         return self._seg_cache[1]
 
     # ------------------------------------------------------------------ volume controls
-    def _on_image(self, *_) -> None:
+    def _volume(self) -> Any:
         source = self.image.value()
-        volume = source is not None and len(L.spatial_shape(source)) == 3
-        self.slices.setEnabled(volume)
-        mode = SLICE_MODES[self.slices.currentIndex()][1]
-        self._z_row.setVisible(volume and mode == "range")
-        if volume:
+        return source if source is not None and len(L.spatial_shape(source)) == 3 else None
+
+    def _on_image(self, *_) -> None:
+        """A new image: slice controls for volumes, range around the current slice."""
+        source = self._volume()
+        if source is not None:
             depth = L.spatial_shape(source)[0]
             z = current_slice(self.viewer, source)
             for spin, value in ((self.z_from, z - 2), (self.z_to, z + 2)):
                 spin.setMaximum(depth - 1)
                 spin.setValue(max(0, min(value, depth - 1)))
+        self._on_slices()
+
+    def _on_slices(self, *_) -> None:
+        volume = self._volume() is not None
+        self.slices.setEnabled(volume)
+        self._z_row.setVisible(volume and SLICE_MODES[self.slices.currentIndex()][1] == "range")
 
     # ------------------------------------------------------------------ click to sample
     def _on_click_mode(self, on: bool) -> None:
@@ -264,7 +271,10 @@ class SamplingWidget(QWidget):
             self.status.setText("The image was closed while sampling; results dropped.")
             return
         t0 = time.perf_counter()
+        active = self.viewer.layers.selection.active
         L.replace_outputs(self.viewer, source, out)
+        if active is not None and active in self.viewer.layers:
+            self.viewer.layers.selection.active = active  # new layers do not steal the focus
         self.last_display_s = time.perf_counter() - t0  # GUI-thread time to show the results
         self.last_outputs = out
         where = "" if out.z0 is None else f" on slices {out.z0}-{out.z0 + out.masks.shape[1] - 1}"

@@ -58,7 +58,7 @@ class LossPlot(QWidget):
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        fig = Figure(figsize=(4, 2.4), tight_layout=True)
+        fig = Figure(figsize=(4, 3), tight_layout=True)
         self.canvas = FigureCanvasQTAgg(fig)
         self.ax = fig.add_subplot(111)
         self.ax2 = self.ax.twinx()
@@ -68,6 +68,7 @@ class LossPlot(QWidget):
         (self.ged_line,) = self.ax2.plot([], [], "o-", color="tab:orange", label="val GED")
         self.loss: list[tuple[int, float]] = []
         self.ged: list[tuple[int, float]] = []
+        self.canvas.setMinimumHeight(220)
         QVBoxLayout(self).addWidget(self.canvas)
 
     def clear(self) -> None:

@@ -1,0 +1,169 @@
+"""Re-make the user guide's screenshots (docs/img/*.png) from the real widgets.
+
+    python docs/make_screenshots.py [--weights FILE.safetensors] [--out docs/img]
+
+Runs headless (starts Xvfb through pyvirtualdisplay when no DISPLAY is set). Uses the bundled
+weights, or --weights. Without any weights it falls back to a *scripted stand-in* (fixed
+disks at the prompt, in three groups of 9, 5 and 2 of 16) so the screenshots still show the
+workflow; those images are stamped "illustration: scripted stand-in, not model output", and
+docs/img/provenance.txt says which model made them. Re-run when the weights land.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+STAMP = "illustration: scripted stand-in, not model output"
+
+
+def pick_model(weights: str | None):
+    """(segmenter, description, is_stand_in)."""
+    from napari_ambiseg.errors import WeightsError
+    from napari_ambiseg.segmenter import Segmenter
+    from napari_ambiseg.widgets.tiny import ScriptedSegmenter
+
+    try:
+        return Segmenter.load(weights, "auto"), weights or "bundled LIDC model", False
+    except WeightsError as e:
+        print(f"make_screenshots: {e}; using the scripted stand-in", file=sys.stderr)
+        return ScriptedSegmenter(radii=(3, 6, 0)), "scripted stand-in (no weights)", True
+
+
+def viewer_with_ct(stamp: bool):
+    import napari
+    from napari.layers import Layer
+
+    from napari_ambiseg.widgets.demo import LUNG_WINDOW, WINDOW_SIZE, demo_layers
+
+    viewer = napari.Viewer(title="AmbiSeg", show=True)
+    viewer.window.resize(*WINDOW_SIZE)
+    image = viewer.add_layer(Layer.create(*demo_layers()[0]))
+    image.contrast_limits = LUNG_WINDOW
+    if stamp:
+        text = viewer.canvas.overlays.text
+        text.text, text.visible, text.color, text.font_size = STAMP, True, "yellow", 12
+    return viewer, image
+
+
+def sample(viewer, image, segmenter, name):
+    """The sampling and gallery docks, run once at the demo point."""
+    from napari_ambiseg.widgets.demo import DEMO_POINT, add_docks, wait_for
+
+    point = viewer.add_points([image.data_to_world(DEMO_POINT)], name="prompt", size=3,
+                              face_color="cyan", symbol="cross")
+    sampler, gallery = add_docks(viewer)
+    gallery.setMinimumHeight(420)
+    sampler.set_segmenter(segmenter, name)
+    sampler.image.set_value(image)
+    sampler.where.set_value(point)
+    sampler.run()
+    wait_for(sampler.done, 600)
+    if sampler.last_error is not None:
+        raise SystemExit(f"make_screenshots: sampling failed: {sampler.last_error}")
+    viewer.reset_view()
+    return sampler, gallery
+
+
+def shoot(viewer, path: Path) -> None:
+    from napari_ambiseg.widgets.demo import settle
+
+    settle()
+    viewer.screenshot(str(path), canvas_only=False)
+    print(f"wrote {path}")
+
+
+def radiologist(out: Path, segmenter, name, stand_in) -> None:
+    viewer, image = viewer_with_ct(stand_in)
+    _, gallery = sample(viewer, image, segmenter, name)
+    gallery.select(gallery.current()[1]["modes"][0][0])
+    shoot(viewer, out / "radiologist.png")
+    viewer.close()
+
+
+def annotator(out: Path, segmenter, name, stand_in) -> None:
+    viewer, image = viewer_with_ct(stand_in)
+    _, gallery = sample(viewer, image, segmenter, name)
+    labels = gallery.adopt_mode(1)
+    for name in (f"{image.name} agreement", f"{image.name} samples", "prompt"):
+        viewer.layers[name].visible = False
+    if labels is not None:
+        labels.mode = "paint"
+        labels.brush_size = 2
+    bounds = gallery.current()[1]["bounds"]
+    viewer.scene.camera.center = tuple(image.data_to_world(((bounds[0] + bounds[2]) / 2,
+                                                      (bounds[1] + bounds[3]) / 2)))
+    viewer.scene.camera.zoom *= 2.5
+    shoot(viewer, out / "annotator.png")
+    viewer.close()
+
+
+def researcher(out: Path) -> None:
+    from napari_ambiseg.widgets.demo import wait_for
+    from napari_ambiseg.widgets.training import TrainingWidget
+
+    viewer, _ = viewer_with_ct(False)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp, "synthetic.npz")
+        rng = np.random.default_rng(0)
+        images = rng.integers(0, 255, (16, 64, 64), dtype=np.uint8)
+        yy, xx = np.ogrid[:64, :64]
+        masks = np.stack([[(yy - 32) ** 2 + (xx - 32) ** 2 <= (4 + r + k % 3) ** 2
+                           for r in range(4)] for k in range(16)]).astype(np.uint8)
+        np.savez(data, images=images, masks=masks)
+        w = TrainingWidget(viewer)
+        viewer.window.add_dock_widget(w, name="Train AmbiSeg model")
+        w.data.setText(str(data))
+        w.val_data.setText(str(data))
+        w.out_dir.setText(str(Path(tmp, "run")))
+        w.preset.setCurrentText("tiny (smoke tests)")
+        w.iterations.setValue(60)
+        w.batch_size.setValue(8)
+        w.val_every.setValue(20)
+        w.device.setCurrentText("cpu")
+        w.extra = {"val_size": 4, "val_n": 4, "log_every": 2, "warmup": 5, "threads": 1}
+        w.start()
+        wait_for(w.finished, 600)
+        if w.worker is not None:  # let the dock settle (buttons re-enabled)
+            wait_for(w.worker.finished, 30)
+        w.out_dir.setText("~/ambiseg-runs/my-first-model")
+        w.data.setText("~/data/lidc/train.npz")
+        w.val_data.setText("~/data/lidc/val.npz")
+        viewer.reset_view()
+        shoot(viewer, out / "researcher.png")
+    viewer.close()
+
+
+def main() -> int:
+    from napari_ambiseg.widgets.demo import ensure_display
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--weights", default=None)
+    p.add_argument("--out", default=str(HERE / "img"))
+    a = p.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    display = ensure_display()
+    try:
+        segmenter, name, stand_in = pick_model(a.weights)
+        radiologist(out, segmenter, name, stand_in)
+        annotator(out, segmenter, name, stand_in)
+        researcher(out)
+        (out / "provenance.txt").write_text(
+            f"radiologist.png, annotator.png: {name}"
+            + (f" ({STAMP})" if stand_in else "") + "\n"
+            "researcher.png: a 60-iteration run of the tiny preset on synthetic data\n"
+            "made by docs/make_screenshots.py\n")
+    finally:
+        if display is not None:
+            display.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
