@@ -269,3 +269,14 @@ def test_plugin_settings_are_the_defaults(make_napari_viewer, plugin_settings, n
     section.n_samples, section.steps, section.device = 8, 25, "cpu"
     w = SamplingWidget(make_napari_viewer())
     assert (w.n.value(), w.steps.value(), w.device.currentText()) == (8, 25, "cpu")
+
+
+def test_ct_window_presets_are_one_click(make_napari_viewer):
+    viewer = make_napari_viewer()
+    src = viewer.add_image(ct_like(), name="ct")
+    w = dock(viewer)
+    w.window.textActivated.emit("lung")
+    assert tuple(src.contrast_limits) == (-1350.0, 150.0)
+    w.window.textActivated.emit("bone")
+    assert tuple(src.contrast_limits) == (-500.0, 1300.0)
+    assert "bone" in w.status.text()

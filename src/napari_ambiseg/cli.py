@@ -47,9 +47,6 @@ def _load_2d(path: str, slice_index: int | None):
 
 
 def save_agreement_png(image: np.ndarray, agreement: np.ndarray, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8, 4.2))

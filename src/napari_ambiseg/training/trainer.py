@@ -116,10 +116,8 @@ def _append_log(path: Path, row: dict[str, Any]) -> None:
 
 
 def plot_log(log_csv: Path, png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # Figure without pyplot: no global backend switch, safe beside a GUI's own plots
+    from matplotlib.figure import Figure
 
     with open(log_csv) as f:
         rows = list(csv.DictReader(f))
@@ -129,7 +127,8 @@ def plot_log(log_csv: Path, png: Path) -> None:
     loss = np.array([float(r["loss"]) for r in rows])
     val = [(int(r["step"]), float(r["val_ged"]), float(r["val_hm_iou"]))
            for r in rows if r["val_ged"]]
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6))
+    ax = fig.subplots(1, 2)
     ax[0].plot(steps, loss, lw=0.6, alpha=0.4, label="loss")
     k = max(1, len(loss) // 50)
     if len(loss) >= k:
@@ -145,7 +144,6 @@ def plot_log(log_csv: Path, png: Path) -> None:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
     atomic_write_bytes(png, buf.getvalue())
 
 

@@ -16,6 +16,7 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLab
                             QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from ..errors import Cancelled
+from ..io.windows import CT_PRESETS, apply_window_preset
 from . import layers as L
 from ._qt import LayerChoice, PathField, notify_error
 from .engine import Outputs, sampling_job
@@ -55,6 +56,9 @@ class SamplingWidget(QWidget):
         self.image = LayerChoice(self.viewer, (Image,), keep=lambda la: not L.is_output(la))
         self.where = LayerChoice(self.viewer, (Points, Shapes),
                                  fixed=[("image centre", "centre"), ("last click", "click")])
+        self.window = QComboBox()
+        self.window.addItems(["(as read)", *CT_PRESETS])
+        self.window.setToolTip("CT window presets (HU): sets the image layer's contrast limits")
         self.click_to_sample = QCheckBox("Sample where I click")
         self.click_to_sample.setToolTip("Click (without dragging) on the image to sample there.")
         self.slices = QComboBox()
@@ -81,6 +85,7 @@ class SamplingWidget(QWidget):
 
         form = QFormLayout()
         form.addRow("Image", self.image)
+        form.addRow("CT window", self.window)
         form.addRow("Where", self.where)
         form.addRow("", self.click_to_sample)
         form.addRow("Slices", self.slices)
@@ -102,12 +107,20 @@ class SamplingWidget(QWidget):
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.image.currentIndexChanged.connect(self._on_image)
+        self.window.textActivated.connect(self.apply_window)
         self.slices.currentIndexChanged.connect(self._on_slices)
         self.click_to_sample.toggled.connect(self._on_click_mode)
         self.weights.edit.editingFinished.connect(self._update_model_status)
         self.device.currentTextChanged.connect(self._update_model_status)
         self._on_image()
         self._update_model_status()
+
+    def apply_window(self, name: str) -> None:
+        """One click to a CT preset (lung, mediastinum, bone, brain) on the chosen image."""
+        layer = self.image.value()
+        if layer is not None and name in CT_PRESETS:
+            lo, hi = apply_window_preset(layer, name)
+            self.status.setText(f"{layer.name}: {name} window ({lo:g} to {hi:g} HU)")
 
     # ------------------------------------------------------------------ model
     def set_segmenter(self, segmenter, name: str = "custom model") -> None:
@@ -143,13 +156,15 @@ class SamplingWidget(QWidget):
                     "above, or train a model in the Training widget.")
         self.model_status.setText(text)
 
-    def segmenter(self):
-        """The `Segmenter` to use (loads and caches weights; called in the worker thread)."""
+    def segmenter(self, key: tuple | None = None):
+        """The `Segmenter` for `key` = (weights, device) (default: the fields' values),
+        loaded once and cached. Called in the worker thread with a key read on the GUI
+        thread (Qt widgets are not read from other threads)."""
         from ..segmenter import Segmenter
 
         if self._injected is not None:
             return self._injected[0]
-        key = self._model_key()
+        key = key or self._model_key()
         if self._seg_cache is None or self._seg_cache[0] != key:
             self._seg_cache = (key, Segmenter.load(key[0] or None, key[1]))
         return self._seg_cache[1]
@@ -234,7 +249,8 @@ class SamplingWidget(QWidget):
         self.last_error = None
         self._stop = threading.Event()
         self._pbar = progress(total=0, desc=f"AmbiSeg: sampling {source.name}")
-        worker = create_worker(sampling_job, self.segmenter, req, self._stop,
+        key = self._model_key()
+        worker = create_worker(sampling_job, lambda: self.segmenter(key), req, self._stop,
                                _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(lambda out, s=source: self._on_result(s, out))
