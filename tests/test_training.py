@@ -158,3 +158,21 @@ def test_trained_latent_carries_the_rater_choice(tmp_path):
     res = Segmenter(model, cfg, "cpu").sample(data.images[0], n=100, steps=10, seed=1)
     iou = pairwise_iou(res.masks, shapes)
     assert (iou[:, 0] > iou[:, 1]).mean() == pytest.approx(0.7, abs=0.15)
+
+
+def test_random_crop_variant_moves_the_crop_jointly():
+    """crop_mode="random": joint random crops anywhere in the stored crop (nodules may be cut)."""
+    data = two_mode_data(k=1, size=64)
+    rng = np.random.default_rng(0)
+    cfg = AugmentConfig(crop_mode="random", flips=False, rotate_deg=0, scale=0, gamma=0,
+                        brightness=0, contrast=0)
+    img, masks = make_batch(data.images, data.masks, np.zeros(64, int), 32, cfg, rng,
+                            all_raters=True)
+    area = (masks[:, 0] > 0).sum((1, 2)).float()
+    assert area.min() < area.max()  # the core is cut or missing in some crops
+    centred = make_batch(data.images, data.masks, np.zeros(1, int), 32, cfg, rng, train=False,
+                         all_raters=True)[1]
+    assert (centred[0, 0] > 0).sum() == data.masks[0, 0].sum()  # eval: the centre crop
+    bright = img[:, 0] > img[:, 0].amax((1, 2), keepdim=True) - 0.3
+    has_core = area > 0
+    assert ((masks[has_core, 0] > 0) == bright[has_core]).float().mean() > 0.97

@@ -116,6 +116,16 @@ def embed(mask: np.ndarray, shape: tuple[int, ...], z0: int | None) -> np.ndarra
 
 
 # ------------------------------------------------------------------------------ outputs
+MODE_COLORS = ("cyan", "magenta", "yellow", "lime", "orange", "deepskyblue", "red")
+
+
+def mode_colormap():
+    """Bright, distinct contour colours by mode rank (1 = commonest), readable over CT."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    colors = {0: "transparent", None: "white"}
+    colors.update({rank: c for rank, c in enumerate(MODE_COLORS, start=1)})
+    return DirectLabelColormap(color_dict=colors)
 def _transparent_floor(name: str):
     """A named colormap whose value 0 is fully transparent (blends over the image)."""
     from napari.utils.colormaps import Colormap, ensure_colormap
@@ -201,6 +211,7 @@ def replace_outputs(viewer, source, out: Outputs) -> dict[str, Any]:
         layer = Layer.create(data, kwargs, layer_type)
         if layer_type == "labels":
             layer.contour = 1
+            layer.colormap = mode_colormap()
         if prev is not None:
             index = layers.index(prev)
             layers.remove(prev)
