@@ -264,7 +264,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *, resu
             v = validate()
             row.update(step=step, time_s=round(elapsed, 1), val_ged=v["ged"],
                        val_hm_iou=v["hm_iou"])
-            row.setdefault("loss", float(loss))
+            row.setdefault("loss", loss.item())
             if v["ged"] < best:
                 best = v["ged"]
                 save_weights(ema.model, model_cfg, out / "best", info={"step": step, "val": v})
