@@ -77,7 +77,7 @@ def main() -> None:
     lines = [f"## Quality on LIDC `{args.split}` (N = {n})", "",
              f"{len(data)} slices (all of `{args.split}`{'' if args.limit is None else f', first {args.limit}'}), "
              f"{n} samples each, {steps} steps, seed 0; sampling took {seconds / 60:.1f} min. "
-             f"Weights: {args.weights or 'bundled'} ({seg.info.get('step', '?')} training iterations).",
+             f"Weights: {args.weights or 'bundled'} ({seg.info.get('iterations', seg.info.get('step', '?'))} training iterations).",
              "", f"| | GED{n} | HM-IoU{n} | CI | S_c | D_max | D_a | S_NCC | ECE |",
              "|---|" + "---|" * len(KEYS), row("napari-ambiseg", main_m),
              row(f"oracle: majority x{n}", refs["majority x16"]),
