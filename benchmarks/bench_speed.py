@@ -85,7 +85,7 @@ def main() -> None:
         f"- wall time for {args.n} masks, {args.steps} steps ({args.steps} network evaluations "
         f"per mask), end to end on {what}: median {med:.3f} s, min {min(runs):.3f} s, "
         f"max {max(runs):.3f} s over {args.repeats} runs (target <= 1.0 s)",
-        f"- split of the last run: " + ", ".join(f"{k} {v:.3f} s" for k, v in res.timings.items()),
+        "- split of the last run: " + ", ".join(f"{k} {v:.3f} s" for k, v in res.timings.items()),
         f"- machine: {machine()}",
         f"- command: `python benchmarks/bench_speed.py --n {args.n} --steps {args.steps} "
         f"--repeats {args.repeats} --write-doc`",

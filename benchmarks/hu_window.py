@@ -49,9 +49,9 @@ def main() -> None:
         f"{lo_hi[1]:.1%} maximum 255: each crop was min-max scaled to 0..255.",
         f"- {len(f)} crops show both a lung peak (taken as {LUNG_HU:g} HU) and a soft-tissue "
         f"peak ({TISSUE_HU:g} HU); the linear fit through them gives:",
-        f"  - implied value at 0 (lower clip), HU percentiles 10/25/50/75/90: "
+        "  - implied value at 0 (lower clip), HU percentiles 10/25/50/75/90: "
         + " / ".join(f"{v:.0f}" for v in q(1)),
-        f"  - implied value at 255 (the crop's maximum), HU: " + " / ".join(f"{v:.0f}" for v in q(2)),
+        "  - implied value at 255 (the crop's maximum), HU: " + " / ".join(f"{v:.0f}" for v in q(2)),
         f"  - mean fraction of pixels at exactly 0 (clipped air): {f[:, 3].mean():.2%}",
         "- conclusion, applied by `napari_ambiseg.io.preprocess` to HU input: clip below at "
         "-1000 HU (air), then min-max over the 128x128 context around the nodule to 0..255. "

@@ -53,19 +53,12 @@ def viewer_with_ct(stamp: bool):
 
 def sample(viewer, image, segmenter, name):
     """The sampling and gallery docks, run once at the demo point."""
-    from napari_ambiseg.widgets.demo import DEMO_POINT, add_docks, wait_for
+    from napari_ambiseg.widgets.demo import sample_demo_point
 
-    point = viewer.add_points([image.data_to_world(DEMO_POINT)], name="prompt", size=3,
-                              face_color="cyan", symbol="cross")
-    sampler, gallery = add_docks(viewer)
-    gallery.setMinimumHeight(420)
-    sampler.set_segmenter(segmenter, name)
-    sampler.image.set_value(image)
-    sampler.where.set_value(point)
-    sampler.run()
-    wait_for(sampler.done, 600)
-    if sampler.last_error is not None:
-        raise SystemExit(f"make_screenshots: sampling failed: {sampler.last_error}")
+    try:
+        sampler, gallery = sample_demo_point(viewer, image, segmenter, name)
+    except RuntimeError as e:
+        raise SystemExit(f"make_screenshots: {e}") from None
     viewer.reset_view()
     return sampler, gallery
 

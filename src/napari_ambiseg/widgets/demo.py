@@ -95,6 +95,29 @@ def settle(ms: int = 700) -> None:
     loop.exec()
 
 
+def sample_demo_point(viewer, image, segmenter, name: str, n: int | None = None,
+                      steps: int | None = None):
+    """Add the prompt and the docks, sample at DEMO_POINT and wait; (sampler, gallery).
+    Raises RuntimeError if sampling cannot start or fails."""
+    point = viewer.add_points([image.data_to_world(DEMO_POINT)], name="prompt", size=3,
+                              face_color="cyan", symbol="cross")
+    sampler, gallery = add_docks(viewer)
+    gallery.setMinimumHeight(420)
+    sampler.set_segmenter(segmenter, name)
+    if n is not None:
+        sampler.n.setValue(n)
+    if steps is not None:
+        sampler.steps.setValue(steps)
+    sampler.image.set_value(image)
+    sampler.where.set_value(point)
+    if sampler.run() is None:
+        raise RuntimeError(f"could not start: {sampler.last_error}")
+    wait_for(sampler.done, timeout_s=600)
+    if sampler.last_error is not None or sampler.last_outputs is None:
+        raise RuntimeError(f"sampling failed: {sampler.last_error}")
+    return sampler, gallery
+
+
 def run_demo(screenshot: str | None = None, weights: str | None = None, n: int = 16,
              steps: int = 10, segmenter: Any = None) -> int:
     """Open napari on the demo CT, sample N masks around a lung vessel, show the heatmap and
@@ -135,21 +158,10 @@ def _show(segmenter, name: str, screenshot: str | None, n: int, steps: int) -> i
     viewer.window.resize(*WINDOW_SIZE)
     image = viewer.add_layer(Layer.create(*demo_layers()[0]))
     image.contrast_limits = LUNG_WINDOW
-    point = viewer.add_points([image.data_to_world(DEMO_POINT)], name="prompt", size=3,
-                              face_color="cyan", symbol="cross")
-    sampler, gallery = add_docks(viewer)
-    gallery.setMinimumHeight(420)
-    sampler.set_segmenter(segmenter, name)
-    sampler.n.setValue(n)
-    sampler.steps.setValue(steps)
-    sampler.image.set_value(image)
-    sampler.where.set_value(point)
-    if sampler.run() is None:
-        _say(f"could not start: {sampler.last_error}")
-        return 2
-    wait_for(sampler.done, timeout_s=600)
-    if sampler.last_error is not None or sampler.last_outputs is None:
-        _say(f"sampling failed: {sampler.last_error}")
+    try:
+        sample_demo_point(viewer, image, segmenter, name, n, steps)
+    except RuntimeError as e:
+        _say(str(e))
         viewer.close()
         return 2
     viewer.reset_view()
