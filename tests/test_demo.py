@@ -45,3 +45,24 @@ def test_demo_without_weights_says_so_in_one_line(tmp_path):
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "weights" in lines[0] and "missing.safetensors" in lines[0]
     assert not (tmp_path / "x.png").exists()
+
+
+def test_demo_falls_back_to_headless_without_a_display(monkeypatch):
+    from napari_ambiseg.widgets import demo
+
+    monkeypatch.setattr(demo.sys, "platform", "linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert not demo.has_display()
+    seen = {}
+    monkeypatch.setattr(demo, "ensure_display", lambda: None)
+
+    def fake_show(segmenter, name, screenshot, n, steps):
+        seen["shot"] = screenshot
+        return 0
+
+    monkeypatch.setattr(demo, "_show", fake_show)
+    assert demo.run_demo(segmenter=object()) == 0
+    assert seen["shot"] == demo.HEADLESS_SCREENSHOT
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert demo.has_display()

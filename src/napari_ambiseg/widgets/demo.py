@@ -41,12 +41,22 @@ def demo_layers() -> list[tuple[Any, dict, str]]:
         return [(hu, {"name": "CT_small", "scale": spacing, "metadata": meta}, "image")]
 
 
+HEADLESS_SCREENSHOT = "ambiseg-demo.png"
+
+
+def has_display() -> bool:
+    """Whether Qt can open a window here (always assumed off Linux)."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def ensure_display() -> Any:
     """Make sure Qt can draw: returns a started pyvirtualdisplay Display, or None if a
     display exists. Raises RuntimeError with advice when neither works."""
     if os.environ.get("QT_QPA_PLATFORM") == "offscreen":
         os.environ.pop("QT_QPA_PLATFORM")  # napari draws no layers with Qt's offscreen platform
-    if not sys.platform.startswith("linux") or os.environ.get("DISPLAY"):
+    if has_display():
         return None
     try:
         from pyvirtualdisplay import Display
@@ -138,6 +148,9 @@ def run_demo(screenshot: str | None = None, weights: str | None = None, n: int =
              "pass --weights FILE.safetensors.")
         return 2
     display = None
+    if not screenshot and not has_display():
+        screenshot = HEADLESS_SCREENSHOT
+        _say(f"no display found: rendering headless and saving the window to {screenshot}")
     try:
         if screenshot:
             display = ensure_display()
