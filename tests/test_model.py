@@ -33,7 +33,7 @@ def test_image_features_broadcast_over_samples():
 
 
 def test_latent_conditions_the_denoiser():
-    cfg = tiny_config(latent_dim=4)
+    cfg = tiny_config(latent_dim=4, mask_widths=(8, 16, 24))  # encoder and denoiser widths differ
     m = _randomised(build_model(cfg))
     img, x = torch.randn(1, 1, 32, 32), torch.randn(2, 1, 32, 32)
     feats = m.encode_image(img)

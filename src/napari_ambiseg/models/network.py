@@ -109,7 +109,7 @@ class LatentNets(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        d, wl = cfg.latent_dim, cfg.image_widths[-1]
+        d, wl = cfg.latent_dim, cfg.mask_widths[-1]  # prior sees the projected image features
         self.prior_head = nn.Sequential(nn.Linear(wl, 64), nn.SiLU(), nn.Linear(64, 2 * d))
         widths = cfg.image_widths
         layers: list[nn.Module] = [nn.Conv2d(cfg.in_channels + 1, widths[0], 3, padding=1)]
