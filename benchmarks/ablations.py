@@ -6,7 +6,8 @@
 Each variant changes one thing from the default recipe (x-prediction, b = 0.1, v-loss
 weighting SNR+1, no latent) and trains with the same iterations, batch, lr schedule and seed;
 all are evaluated with the same sampler (10 ancestral steps, N = 16) on the same evenly spaced
-`val` slices. Runs resume where they stopped (each has its own folder under --runs).
+`val` slices. Runs resume where they stopped (each has its own folder under --runs); a variant
+with val_metrics.json is not evaluated again.
 The loss weighting stays SNR+1 for every prediction type, so only the parameterisation changes.
 """
 
@@ -62,6 +63,9 @@ def main() -> None:
                            warmup=min(300, args.iterations // 5), val_every=10**9,
                            checkpoint_every=100, seed=0)
         t = time.perf_counter()
+        if (out / "val_metrics.json").is_file():  # done earlier: reuse its figures
+            results[name] = json.loads((out / "val_metrics.json").read_text())
+            continue
         if not (out / "last.safetensors").is_file():
             train(cfg, tcfg, out, resume=True, train_data=train_data)
         model, mcfg, info = load_weights(out / "last")
