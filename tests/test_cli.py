@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from napari_ambiseg.cli import main
+from napari_ambiseg.config import ModelConfig
 from napari_ambiseg.models import build_model
 from napari_ambiseg.weights_io import save_weights
 from toy import tiny_config, two_mode_data
@@ -66,6 +67,17 @@ def test_evaluate_writes_metrics_and_samples(tmp_path, weights):
 
     assert ged(samples[0], data.masks[0]) == pytest.approx(
         json.loads((out / "metrics.json").read_text())["ged"] * 2 - ged(samples[1], data.masks[1]))
+
+
+def test_train_init_fine_tunes_with_the_weights_architecture(tmp_path, weights):
+    data = two_mode_data(k=4)
+    np.savez(tmp_path / "d.npz", images=data.images, masks=data.masks)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "d.npz"), "--init", weights,
+                 "--iterations", "2", "--batch-size", "2", "--out", str(out)]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert ModelConfig.from_dict(run["model"]) == tiny_config() and run["train"]["init"] == weights
+    assert (out / "last.safetensors").is_file()
 
 
 @pytest.mark.parametrize("make, args, match", [

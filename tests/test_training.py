@@ -176,3 +176,19 @@ def test_random_crop_variant_moves_the_crop_jointly():
     bright = img[:, 0] > img[:, 0].amax((1, 2), keepdim=True) - 0.3
     has_core = area > 0
     assert ((masks[has_core, 0] > 0) == bright[has_core]).float().mean() > 0.97
+
+
+def test_fine_tuning_starts_from_given_weights(tmp_path):
+    data = two_mode_data(k=8)
+    train(tiny_config(), TrainConfig(iterations=5, **FAST), tmp_path / "a", resume=False,
+          train_data=data)
+    start, _, _ = load_weights(tmp_path / "a" / "last.safetensors")
+    # lr 0: one step must leave the initial weights untouched (fresh init would differ)
+    tcfg = TrainConfig(iterations=1, lr=0.0, weight_decay=0.0,
+                       init=str(tmp_path / "a" / "last.safetensors"), **FAST)
+    tuned = train(tiny_config(), tcfg, tmp_path / "b", resume=False, train_data=data)["ema"]
+    for k, v in start.state_dict().items():
+        assert torch.equal(tuned.state_dict()[k], v), k
+    with pytest.raises(InputError, match="mask_widths"):
+        train(tiny_config(mask_widths=(8, 16, 16)), tcfg, tmp_path / "c", resume=False,
+              train_data=data)

@@ -86,3 +86,16 @@ def test_cancel_leaves_a_resumable_checkpoint(make_napari_viewer, qtbot, tmp_pat
 def test_form_errors_are_messages(make_napari_viewer):
     w = TrainingWidget(make_napari_viewer())
     assert w.start() is None and w.worker is None
+
+
+def test_fine_tune_preset_starts_from_the_bundled_weights(make_napari_viewer, tmp_path):
+    from napari_ambiseg.weights_io import load_config, resolve_weights
+    from napari_ambiseg.widgets.training import FINE_TUNE
+
+    w = dock(make_napari_viewer(), tmp_path, 2)
+    w.preset.setCurrentText(FINE_TUNE)
+    model_cfg, train_cfg, _, _ = w.configs()
+    assert train_cfg.init == "bundled"
+    assert model_cfg == load_config(resolve_weights("bundled"))[0]
+    w.preset.setCurrentText("tiny (smoke tests)")
+    assert w.configs()[1].init is None

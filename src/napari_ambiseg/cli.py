@@ -131,12 +131,15 @@ def cmd_train(args) -> int:
     from .config import ModelConfig
     from .training.config import TrainConfig, load_run_config
     from .training.trainer import train
+    from .weights_io import load_config, resolve_weights
 
     if args.config:
         model_cfg, train_cfg = load_run_config(args.config)
-    else:
-        model_cfg, train_cfg = ModelConfig(), TrainConfig()
-    for key in ("data", "val_data", "iterations", "batch_size", "lr", "device"):
+    else:  # fine-tuning takes the architecture of the weights it starts from
+        model_cfg = (load_config(resolve_weights(args.init))[0] if args.init
+                     else ModelConfig())
+        train_cfg = TrainConfig()
+    for key in ("data", "val_data", "init", "iterations", "batch_size", "lr", "device"):
         value = getattr(args, key)
         if value is not None:
             setattr(train_cfg, key, value)
@@ -200,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-data", dest="val_data", default=None)
     t.add_argument("--out", required=True)
     t.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
+    t.add_argument("--init", default=None,
+                   help='fine-tune: start from these weights ("bundled" or a .safetensors)')
     t.add_argument("--iterations", type=int, default=None)
     t.add_argument("--batch-size", dest="batch_size", type=int, default=None)
     t.add_argument("--lr", type=float, default=None)

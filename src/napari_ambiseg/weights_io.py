@@ -25,6 +25,11 @@ def bundled_weights_path() -> Path:
     return Path(str(resources.files("napari_ambiseg.weights"))) / f"{BUNDLED_STEM}.safetensors"
 
 
+def resolve_weights(spec: str | os.PathLike | None) -> Path:
+    """A weights argument: None or "bundled" -> the bundled LIDC model, else the path."""
+    return bundled_weights_path() if spec in (None, "bundled") else Path(spec)
+
+
 def _pair(path: str | os.PathLike) -> tuple[Path, Path]:
     p = Path(path)
     stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
@@ -78,7 +83,7 @@ def load_weights(path: str | os.PathLike | None = None, device: str | torch.devi
 
     from .models import build_model
 
-    st, _ = _pair(path if path is not None else bundled_weights_path())
+    st, _ = _pair(resolve_weights(path))
     if not st.is_file():
         hint = (" (the bundled weights are missing from this installation)" if path is None
                 else "")

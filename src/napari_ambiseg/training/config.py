@@ -16,6 +16,7 @@ from .augment import AugmentConfig
 class TrainConfig:
     data: str = ""                    # npz, case folder or (opt-in) pickle
     val_data: str | None = None
+    init: str | None = None           # start from these weights ("bundled" or a .safetensors)
     iterations: int = 20_000
     batch_size: int = 32
     lr: float = 1e-3

@@ -30,7 +30,7 @@ from ..diffusion.parameterization import loss_weight
 from ..errors import Cancelled, InputError
 from ..models import build_model
 from ..segmenter import Segmenter
-from ..weights_io import atomic_write_bytes, save_weights
+from ..weights_io import atomic_write_bytes, load_weights, save_weights
 from .augment import make_batch
 from .config import TrainConfig, save_run_config
 from .data import MultiRaterData, load_data
@@ -153,6 +153,25 @@ def _rng_state(np_rng: np.random.Generator, gen: torch.Generator) -> dict[str, A
             "torch_global": torch.get_rng_state()}
 
 
+def _fresh_run_dir(out: Path, model_cfg: ModelConfig, cfg: TrainConfig) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "log.csv").unlink(missing_ok=True)
+    save_run_config(model_cfg, cfg, out / "run.json")
+
+
+def _load_init(model: torch.nn.Module, ema: EMA, model_cfg: ModelConfig, init: str) -> None:
+    """Fine-tuning: start model and EMA from saved weights of the same architecture."""
+    src, init_cfg, _ = load_weights(init)
+    ours, theirs = model_cfg.to_dict(), init_cfg.to_dict()
+    ours.pop("extra", None), theirs.pop("extra", None)
+    if ours != theirs:
+        diff = sorted(k for k in ours if ours[k] != theirs.get(k))
+        raise InputError(f"init weights {init} have another model config (differs in {diff}); "
+                         "copy their config into the run config's \"model\"")
+    model.load_state_dict(src.state_dict())
+    ema.model.load_state_dict(src.state_dict())
+
+
 def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
           callback: Callback | None = None, should_stop: Callable[[], bool] | None = None,
           train_data: MultiRaterData | None = None,
@@ -201,10 +220,11 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *, resu
             np_rng = np.random.default_rng([cfg.seed, rank, step])
             gen.manual_seed(cfg.seed * 1000 + rank + 7919 * step)
         emit({"kind": "resume", "step": step, "total": cfg.iterations})
-    elif rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "log.csv").unlink(missing_ok=True)
-        save_run_config(model_cfg, cfg, out / "run.json")
+    else:
+        if cfg.init:
+            _load_init(model, ema, model_cfg, cfg.init)
+        if rank == 0:
+            _fresh_run_dir(out, model_cfg, cfg)
 
     net = model
     if world > 1:

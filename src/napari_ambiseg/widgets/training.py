@@ -31,6 +31,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small (CPU friendly)": {"image_widths": (16, 32, 64), "mask_widths": (16, 32, 64)},
     "tiny (smoke tests)": TINY,
 }
+FINE_TUNE = "fine-tune the bundled LIDC model"  # its architecture, starting from its weights
 
 
 def training_job(model_cfg, train_cfg, out_dir: str, resume: bool, stop: threading.Event):
@@ -115,7 +116,7 @@ class TrainingWidget(QWidget):
         self.out_dir = PathField("folder for weights, checkpoint and log", file=False,
                                  folder=True)
         self.preset = QComboBox()
-        self.preset.addItems(list(PRESETS))
+        self.preset.addItems([*PRESETS, FINE_TUNE])
         self.iterations = _ispin(1, 10_000_000, 20_000)
         self.batch_size = _ispin(1, 1024, 32)
         self.lr = QDoubleSpinBox()
@@ -166,6 +167,7 @@ class TrainingWidget(QWidget):
         from ..config import ModelConfig
         from ..errors import InputError
         from ..training.config import TrainConfig, load_run_config
+        from ..weights_io import load_config, resolve_weights
 
         data, out = self.data.text(), self.out_dir.text()
         if not data:
@@ -176,9 +178,12 @@ class TrainingWidget(QWidget):
         run_json = Path(out) / "run.json"
         if resume and (Path(out) / "checkpoint.pt").is_file() and run_json.is_file():
             model_cfg = load_run_config(run_json)[0]  # resume with the run's own model
+        elif self.preset.currentText() == FINE_TUNE:
+            model_cfg = load_config(resolve_weights("bundled"))[0]
         else:
             model_cfg = ModelConfig(**PRESETS[self.preset.currentText()])
-        fields = {"data": data, "val_data": self.val_data.text() or None,
+        init = "bundled" if self.preset.currentText() == FINE_TUNE else None
+        fields = {"data": data, "init": init, "val_data": self.val_data.text() or None,
                   "iterations": self.iterations.value(), "batch_size": self.batch_size.value(),
                   "lr": self.lr.value(), "val_every": self.val_every.value(),
                   "device": self.device.currentText(), **self.extra}
