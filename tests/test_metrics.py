@@ -78,6 +78,9 @@ def test_ged_partial_overlap_by_hand():
     assert M.ged(masks("1100", "0110"), masks("0110")) == pytest.approx(1 / 3)
     # single masks: GED = 2 (1 - 1/3) = 4/3
     assert M.ged(masks("1100"), masks("0110")) == pytest.approx(4 / 3)
+    # the same case split into its terms
+    t = M.ged_terms(masks("1100", "0110"), masks("0110"))
+    assert t == pytest.approx({"cross": 1 / 3, "within_samples": 1 / 3, "within_truths": 0.0})
 
 
 # ---------------------------------------------------------------------------- HM-IoU

@@ -170,9 +170,15 @@ def dice(a, b) -> float:
 
 # ------------------------------------------------------------------------ set metrics
 # The private helpers take the joint matrices of `_joint` and N, so `evaluate_set` counts overlaps once.
-def _ged(iou_j: np.ndarray, n: int) -> float:
+def _ged_terms(iou_j: np.ndarray, n: int) -> dict:
     d = 1.0 - iou_j
-    return float(2 * d[:n, n:].mean() - d[:n, :n].mean() - d[n:, n:].mean())
+    return {"cross": float(d[:n, n:].mean()), "within_samples": float(d[:n, :n].mean()),
+            "within_truths": float(d[n:, n:].mean())}
+
+
+def _ged(iou_j: np.ndarray, n: int) -> float:
+    t = _ged_terms(iou_j, n)
+    return 2 * t["cross"] - t["within_samples"] - t["within_truths"]
 
 
 def _hm_iou(iou_sy: np.ndarray) -> float:
@@ -211,6 +217,13 @@ def ged(samples, truths) -> float:
     """Squared generalized energy distance with d = 1 - IoU, self-pairs included."""
     s, y = _pair(samples, truths)
     return _ged(_joint(s, y)[0], len(s))
+
+
+def ged_terms(samples, truths) -> dict:
+    """GED's three expectations of d = 1 - IoU: cross (samples vs truths), within_samples
+    (sample diversity) and within_truths (reader disagreement); GED = 2 cross - the others."""
+    s, y = _pair(samples, truths)
+    return _ged_terms(_joint(s, y)[0], len(s))
 
 
 def hm_iou(samples, truths) -> float:
