@@ -1,8 +1,10 @@
 """Evaluation report on the LIDC test split: GED16, HM-IoU16, CI and parts, S_NCC, ECE, a
-reliability diagram, reference points, and a sweep over sampling steps.
+reliability diagram, reference points, where the GED comes from, and a sweep over samplers
+and sampling steps. `--sweep-only` on `val` is how the shipped sampler is chosen.
 
     python benchmarks/evaluate_lidc.py [--weights W] [--split test] [--n 16] [--limit K]
-        [--sweep 1,2,5,10,25] [--sweep-limit 300] [--write-doc]
+        [--sweep 1,2,5,10,25] [--sweep-limit 300] [--samplers ddpm,ddim] [--sweep-only]
+        [--write-doc]
 
 Uses exactly the code of `ambiseg evaluate` (sample_dataset + evaluate_samples).
 """
@@ -64,6 +66,65 @@ def row(name: str, m: dict) -> str:
     return f"| {name} | " + " | ".join(f"{m[k]:.3f}" for k in KEYS) + " |"
 
 
+def quality_section(seg, data, args) -> list[str]:
+    """The shipped sampler and steps on the whole split: metrics, oracles, where GED comes from."""
+    n, steps = args.n, args.steps or seg.cfg.steps
+    t = time.perf_counter()
+    samples = sample_dataset(seg, data, n, steps, seed=0)
+    seconds = time.perf_counter() - t
+    main_m, cal = evaluate_samples(samples, data)
+    refs = references(data, n)
+    if args.write_doc:  # figures and raw numbers only with the doc they belong to
+        (DOCS / "img").mkdir(parents=True, exist_ok=True)
+        metrics.reliability_diagram(cal, DOCS / "img" / "reliability.png",
+                                    title=f"LIDC {args.split}, N={n}, {len(data)} slices")
+        out = {"model": main_m, "references": refs, "n": n, "steps": steps,
+               "sampler": seg.cfg.sampler, "split": args.split, "count": len(data),
+               "sampling_seconds": seconds, "weights": args.weights or "bundled",
+               "info": seg.info}
+        (DOCS / "results").mkdir(exist_ok=True)
+        (DOCS / "results" / f"eval_{args.split}.json").write_text(
+            json.dumps(out, indent=2, default=float))
+    which = f"all of `{args.split}`" + ("" if args.limit is None else f", first {args.limit}")
+    iters = seg.info.get("iterations", seg.info.get("step", "?"))
+    return [f"## Quality on LIDC `{args.split}` (N = {n})", "",
+            f"{len(data)} slices ({which}), {n} samples each, {steps} steps ({seg.cfg.sampler}), "
+            f"seed 0; sampling took {seconds / 60:.1f} min. "
+            f"Weights: {args.weights or 'bundled'} ({iters} training iterations).",
+            "", f"| | GED{n} | HM-IoU{n} | CI | S_c | D_max | D_a | S_NCC | ECE |",
+            "|---|" + "---|" * len(KEYS), row("napari-ambiseg", main_m),
+            row(f"oracle: majority x{n}", refs["majority x16"]),
+            row("oracle: readers resampled", refs["readers resampled"]), "",
+            "Reliability diagram: `docs/img/reliability.png`. Targets: GED16 <= 0.20, "
+            "HM-IoU16 >= 0.65, ECE <= 0.02.", "",
+            "### Where the GED comes from", "",
+            *by_empty_readers(samples, data), "",
+            "Read across a row: a well-calibrated model draws an empty mask as often as the "
+            "readers left the slice empty; E d(S,S') above E d(Y,Y') means samples disagree "
+            "more than the readers do."]
+
+
+def sweep_section(seg, data, args) -> list[str]:
+    """Samplers x numbers of steps on evenly spaced slices of the split."""
+    n, sweep = args.n, [int(s) for s in args.sweep.split(",") if s]
+    if not sweep:
+        return []
+    sub = data.subset(np.linspace(0, len(data) - 1, min(args.sweep_limit, len(data))).astype(int))
+    lines = [f"### Samplers and steps ({len(sub)} evenly spaced `{args.split}` slices, N = {n})",
+             "", f"| sampler | steps | GED{n} | HM-IoU{n} | CI | ECE | seconds per image |",
+             "|---|---|---|---|---|---|---|"]
+    for sampler in args.samplers.split(","):
+        for steps in sweep:
+            t = time.perf_counter()
+            m, _ = evaluate_samples(sample_dataset(seg, sub, n, steps, seed=0, sampler=sampler),
+                                    sub)
+            lines.append(f"| {sampler} | {steps} | {m['ged']:.3f} | {m['hm_iou']:.3f} | "
+                         f"{m['ci']:.3f} | {m['ece']:.4f} | "
+                         f"{(time.perf_counter() - t) / len(sub):.3f} |")
+            print(lines[-1], flush=True)
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--weights", default=None)
@@ -73,62 +134,29 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--sweep", default="1,2,5,10,25")
     ap.add_argument("--sweep-limit", type=int, default=300)
+    ap.add_argument("--samplers", default="ddpm,ddim", help="samplers in the steps sweep")
+    ap.add_argument("--sweep-only", action="store_true",
+                    help="only the sweep (e.g. to choose the sampler on val)")
     ap.add_argument("--write-doc", action="store_true")
     args = ap.parse_args()
 
     data = load_npz(LIDC / f"{args.split}.npz", limit=args.limit)
     seg = Segmenter.load(args.weights, device="auto")
-    steps = args.steps or seg.cfg.steps
-    t = time.perf_counter()
-    samples = sample_dataset(seg, data, args.n, steps, seed=0)
-    seconds = time.perf_counter() - t
-    main_m, cal = evaluate_samples(samples, data)
-    refs = references(data, args.n)
-    if args.write_doc:  # figures and raw numbers only with the doc they belong to
-        (DOCS / "img").mkdir(parents=True, exist_ok=True)
-        metrics.reliability_diagram(cal, DOCS / "img" / "reliability.png",
-                                    title=f"LIDC {args.split}, N={args.n}, {len(data)} slices")
-        out = {"model": main_m, "references": refs, "n": args.n, "steps": steps,
-               "split": args.split, "count": len(data), "sampling_seconds": seconds,
-               "weights": args.weights or "bundled", "info": seg.info}
-        (DOCS / "results").mkdir(exist_ok=True)
-        (DOCS / "results" / f"eval_{args.split}.json").write_text(
-            json.dumps(out, indent=2, default=float))
-    n = args.n
-    lines = [f"## Quality on LIDC `{args.split}` (N = {n})", "",
-             f"{len(data)} slices (all of `{args.split}`{'' if args.limit is None else f', first {args.limit}'}), "
-             f"{n} samples each, {steps} steps, seed 0; sampling took {seconds / 60:.1f} min. "
-             f"Weights: {args.weights or 'bundled'} ({seg.info.get('iterations', seg.info.get('step', '?'))} training iterations).",
-             "", f"| | GED{n} | HM-IoU{n} | CI | S_c | D_max | D_a | S_NCC | ECE |",
-             "|---|" + "---|" * len(KEYS), row("napari-ambiseg", main_m),
-             row(f"oracle: majority x{n}", refs["majority x16"]),
-             row("oracle: readers resampled", refs["readers resampled"]), "",
-             "Reliability diagram: `docs/img/reliability.png`. Targets: GED16 <= 0.20, "
-             "HM-IoU16 >= 0.65, ECE <= 0.02.", "",
-             "### Where the GED comes from", "",
-             *by_empty_readers(samples, data), "",
-             "Read across a row: a well-calibrated model draws an empty mask as often as the "
-             "readers left the slice empty; E d(S,S') above E d(Y,Y') means samples disagree "
-             "more than the readers do."]
-    sweep = [int(s) for s in args.sweep.split(",") if s]
-    if sweep:
-        sub = data.subset(np.linspace(0, len(data) - 1, min(args.sweep_limit, len(data))).astype(int))
-        lines += ["", f"### Sampling steps ({len(sub)} evenly spaced `{args.split}` slices, N = {n})",
-                  "", f"| steps | GED{n} | HM-IoU{n} | ECE | seconds per image |", "|---|---|---|---|---|"]
-        for s in sweep:
-            t = time.perf_counter()
-            m, _ = evaluate_samples(sample_dataset(seg, sub, n, s, seed=0), sub)
-            lines.append(f"| {s} | {m['ged']:.3f} | {m['hm_iou']:.3f} | {m['ece']:.4f} | "
-                         f"{(time.perf_counter() - t) / len(sub):.3f} |")
-            print(lines[-1], flush=True)
-    lines += ["", f"Machine: {machine()}.",
-              f"Command: `python benchmarks/evaluate_lidc.py --split {args.split} --n {n}"
-              f"{'' if args.limit is None else f' --limit {args.limit}'} --sweep "
-              f"{args.sweep or EMPTY_ARG} --sweep-limit {args.sweep_limit} --write-doc`"]
+    lines = [] if args.sweep_only else quality_section(seg, data, args) + [""]
+    lines += sweep_section(seg, data, args)
+    if args.sweep_only:
+        lines = [f"## Sampler selection on `{args.split}`", "", *lines]
+    cmd = ["python benchmarks/evaluate_lidc.py", f"--split {args.split}", f"--n {args.n}"]
+    cmd += [] if args.limit is None else [f"--limit {args.limit}"]
+    cmd += [f"--sweep {args.sweep or EMPTY_ARG}", f"--sweep-limit {args.sweep_limit}",
+            f"--samplers {args.samplers}"]
+    cmd += ["--sweep-only"] if args.sweep_only else []
+    cmd += [] if args.weights is None else [f"--weights {args.weights}"]
+    lines += ["", f"Machine: {machine()}.", f"Command: `{' '.join(cmd)} --write-doc`"]
     text = "\n".join(lines)
     print(text)
     if args.write_doc:
-        write_section(f"eval_{args.split}", text)
+        write_section(f"{'sweep' if args.sweep_only else 'eval'}_{args.split}", text)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from napari_ambiseg.models import build_model
 from napari_ambiseg.weights_io import save_weights
 from toy import tiny_config, two_mode_data
 
-METRIC_KEYS = {"ged", "hm_iou", "ci", "d_max", "s_c", "d_a", "s_ncc", "ece", "n", "steps", "count"}
+METRIC_KEYS = {"ged", "hm_iou", "ci", "d_max", "s_c", "d_a", "s_ncc", "ece", "n", "steps", "sampler", "count"}
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +55,12 @@ def test_evaluate_writes_metrics_and_samples(tmp_path, weights):
     np.savez(tmp_path / "d.npz", images=data.images, masks=data.masks)
     out = tmp_path / "ev"
     rc = main(["evaluate", "--data", str(tmp_path / "d.npz"), "--n", "4", "--steps", "2",
-               "--out", str(out), "--weights", weights, "--limit", "2", "--save-samples"])
+               "--out", str(out), "--weights", weights, "--limit", "2", "--save-samples",
+               "--sampler", "ddim"])
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     assert METRIC_KEYS <= set(m) and m["n"] == 4 and m["steps"] == 2 and m["count"] == 2
+    assert m["sampler"] == "ddim"
     samples = np.load(out / "samples.npz")["samples"]
     assert samples.shape == (2, 4, 32, 32) and samples.dtype == np.uint8
     assert (out / "reliability.png").is_file()

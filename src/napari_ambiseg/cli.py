@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import SAMPLERS
 from .errors import AmbisegError, InputError
 
 
@@ -72,7 +73,7 @@ def cmd_sample(args) -> int:
     image, modality, spacing = _load_2d(args.input, args.slice)
     check_image_2d(image)  # bad input is reported before the model loads
     seg = Segmenter.load(args.weights, device=args.device)
-    res = seg.sample(image, n=args.n, steps=args.steps, seed=args.seed,
+    res = seg.sample(image, n=args.n, steps=args.steps, seed=args.seed, sampler=args.sampler,
                      center=tuple(args.center) if args.center else None,
                      box=tuple(args.box) if args.box else None, spacing=spacing,
                      modality=args.modality or modality)
@@ -107,10 +108,12 @@ def cmd_evaluate(args) -> int:
             last[0] = time.perf_counter()
             print(f"  {done}/{total} images", file=sys.stderr, flush=True)
 
-    samples = sample_dataset(seg, data, args.n, steps, args.seed, progress=progress)
+    samples = sample_dataset(seg, data, args.n, steps, args.seed, progress=progress,
+                             sampler=args.sampler)
     seconds = time.perf_counter() - t0
     result, cal = evaluate_samples(samples, data)
-    result.update(n=args.n, steps=steps, seed=args.seed, data=str(args.data),
+    result.update(n=args.n, steps=steps, sampler=args.sampler or seg.cfg.sampler,
+                  seed=args.seed, data=str(args.data),
                   weights=str(args.weights or "bundled"), sampling_seconds=round(seconds, 1))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -174,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="draw N plausible masks for one image")
     s.add_argument("input", help="2D .npy (LIDC 8-bit scale) or any supported image file")
     s.add_argument("--n", type=int, default=16)
+    s.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the model's")
     s.add_argument("--steps", type=int, default=None, help="default: the model's")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True)
@@ -188,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="sample a multi-rater set and compute the metrics")
     e.add_argument("--data", required=True, help="npz with images (K,H,W) and masks (K,R,H,W)")
     e.add_argument("--n", type=int, default=16)
+    e.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the model's")
     e.add_argument("--steps", type=int, default=None)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", required=True)

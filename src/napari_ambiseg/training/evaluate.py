@@ -14,7 +14,7 @@ from .data import MultiRaterData
 
 
 def sample_dataset(seg: Segmenter, data: MultiRaterData, n: int = 16, steps: int | None = None,
-                   seed: int = 0, batch_images: int = 8,
+                   seed: int = 0, batch_images: int = 8, sampler: str | None = None,
                    progress: Callable[[int, int], None] | None = None,
                    should_stop: Callable[[], bool] | None = None) -> np.ndarray:
     """Samples (K, N, H, W) bool, each image sampled at its centre (the nodule crops' centre)."""
@@ -25,7 +25,7 @@ def sample_dataset(seg: Segmenter, data: MultiRaterData, n: int = 16, steps: int
         stop = min(start + batch_images, k)
         x_in = torch.cat([seg.prepare(data.images[i].astype(np.float32), region, "8bit")
                           for i in range(start, stop)])
-        x_hat = seg.draw(x_in, n, steps or seg.cfg.steps, seed + start,
+        x_hat = seg.draw(x_in, n, steps or seg.cfg.steps, seed + start, sampler=sampler,
                          should_stop=should_stop)
         for j, i in enumerate(range(start, stop)):
             out[i] = region.paste(x_hat[j], (h, w)) > 0
@@ -48,5 +48,5 @@ def evaluate_model(seg: Segmenter, data: MultiRaterData, n: int = 16, steps: int
                    seed: int = 0, **kw) -> dict:
     samples = sample_dataset(seg, data, n, steps, seed, **kw)
     result, _ = evaluate_samples(samples, data)
-    result.update(n=n, steps=steps or seg.cfg.steps)
+    result.update(n=n, steps=steps or seg.cfg.steps, sampler=kw.get("sampler") or seg.cfg.sampler)
     return result
