@@ -159,17 +159,16 @@ def _fresh_run_dir(out: Path, model_cfg: ModelConfig, cfg: TrainConfig) -> None:
     save_run_config(model_cfg, cfg, out / "run.json")
 
 
-def _load_init(model: torch.nn.Module, ema: EMA, model_cfg: ModelConfig, init: str) -> None:
-    """Fine-tuning: start model and EMA from saved weights of the same architecture."""
-    src, init_cfg, _ = load_weights(init)
-    ours, theirs = model_cfg.to_dict(), init_cfg.to_dict()
-    ours.pop("extra", None), theirs.pop("extra", None)
-    if ours != theirs:
-        diff = sorted(k for k in ours if ours[k] != theirs.get(k))
-        raise InputError(f"init weights {init} have another model config (differs in {diff}); "
-                         "copy their config into the run config's \"model\"")
-    model.load_state_dict(src.state_dict())
-    ema.model.load_state_dict(src.state_dict())
+def _load_init(model: torch.nn.Module, ema: EMA, init: str) -> None:
+    """Fine-tuning: start model and EMA from saved weights. Only the network must match; the
+    diffusion and sampling settings of the run config may differ from the weights' own."""
+    src = load_weights(init)[0].state_dict()
+    try:
+        model.load_state_dict(src)
+    except RuntimeError as e:
+        raise InputError(f"init weights {init} do not fit this model config's network: "
+                         f"{str(e).splitlines()[-1].strip()}") from None
+    ema.model.load_state_dict(src)
 
 
 def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
@@ -222,7 +221,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *, resu
         emit({"kind": "resume", "step": step, "total": cfg.iterations})
     else:
         if cfg.init:
-            _load_init(model, ema, model_cfg, cfg.init)
+            _load_init(model, ema, cfg.init)
         if rank == 0:
             _fresh_run_dir(out, model_cfg, cfg)
 

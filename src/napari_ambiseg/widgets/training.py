@@ -176,13 +176,14 @@ class TrainingWidget(QWidget):
             raise InputError("Choose an output folder.")
         resume = self.resume.isChecked()
         run_json = Path(out) / "run.json"
+        fine_tune = self.preset.currentText() == FINE_TUNE
         if resume and (Path(out) / "checkpoint.pt").is_file() and run_json.is_file():
             model_cfg = load_run_config(run_json)[0]  # resume with the run's own model
-        elif self.preset.currentText() == FINE_TUNE:
+        elif fine_tune:
             model_cfg = load_config(resolve_weights("bundled"))[0]
         else:
             model_cfg = ModelConfig(**PRESETS[self.preset.currentText()])
-        init = "bundled" if self.preset.currentText() == FINE_TUNE else None
+        init = "bundled" if fine_tune else None
         fields = {"data": data, "init": init, "val_data": self.val_data.text() or None,
                   "iterations": self.iterations.value(), "batch_size": self.batch_size.value(),
                   "lr": self.lr.value(), "val_every": self.val_every.value(),
