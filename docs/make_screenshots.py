@@ -1,6 +1,7 @@
 """Re-make the user guide's screenshots (docs/img/*.png) from the real widgets.
 
     python docs/make_screenshots.py [--weights FILE.safetensors] [--out docs/img]
+                                    [--only radiologist annotator researcher]
 
 Runs headless (starts Xvfb through pyvirtualdisplay when no DISPLAY is set). Uses the bundled
 weights, or --weights. Without any weights it falls back to a *scripted stand-in* (fixed
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+SHOTS = ("radiologist", "annotator", "researcher")
 STAMP = "illustration: scripted stand-in, not model output"
 
 
@@ -138,20 +140,26 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", default=None)
     p.add_argument("--out", default=str(HERE / "img"))
+    p.add_argument("--only", nargs="+", choices=SHOTS, default=list(SHOTS),
+                   help="re-make only these screenshots")
     a = p.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     display = ensure_display()
     try:
         segmenter, name, stand_in = pick_model(a.weights)
-        radiologist(out, segmenter, name, stand_in)
-        annotator(out, segmenter, name, stand_in)
-        researcher(out)
-        (out / "provenance.txt").write_text(
-            f"radiologist.png, annotator.png: {name}"
-            + (f" ({STAMP})" if stand_in else "") + "\n"
-            "researcher.png: a 60-iteration run of the tiny preset on synthetic data\n"
-            "made by docs/make_screenshots.py\n")
+        if "radiologist" in a.only:
+            radiologist(out, segmenter, name, stand_in)
+        if "annotator" in a.only:
+            annotator(out, segmenter, name, stand_in)
+        if "researcher" in a.only:
+            researcher(out)
+        if {"radiologist", "annotator"} <= set(a.only):
+            (out / "provenance.txt").write_text(
+                f"radiologist.png, annotator.png: {name}"
+                + (f" ({STAMP})" if stand_in else "") + "\n"
+                "researcher.png: a 60-iteration run of the tiny preset on synthetic data\n"
+                "made by docs/make_screenshots.py\n")
     finally:
         if display is not None:
             display.stop()
