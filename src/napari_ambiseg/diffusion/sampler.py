@@ -31,16 +31,21 @@ def sample_masks(denoise: Denoise, schedule: Schedule, shape: tuple[int, ...], *
                  prediction: str, sampler: str = "ddpm", variance: str = "large",
                  generator: torch.Generator | None = None, device: torch.device | str = "cpu",
                  on_step: Callable[[int, int], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> torch.Tensor:
+                 should_stop: Callable[[], bool] | None = None,
+                 noise: Callable[[tuple[int, ...]], torch.Tensor] | None = None) -> torch.Tensor:
     """Draw x_0 estimates (in [-1, 1] for x-prediction) of the given shape.
 
     `on_step(i, steps)` is called after each network evaluation; `should_stop()` is checked
-    before each one and stops early (raising `Cancelled`).
+    before each one and stops early (raising `Cancelled`). `noise(shape)` draws the standard
+    normal noise on the CPU (default: `torch.randn` with `generator`).
     """
     from ..errors import Cancelled
 
+    if noise is None:
+        def noise(s):
+            return torch.randn(s, generator=generator, device="cpu")
     device = torch.device(device)
-    x = torch.randn(shape, generator=generator, device="cpu").to(device)
+    x = noise(shape).to(device)
     ts = time_grid(steps)
     logsnrs = schedule.logsnr(ts).to(device)
     x_hat = x
@@ -63,8 +68,7 @@ def sample_masks(denoise: Denoise, schedule: Schedule, shape: tuple[int, ...], *
             r = torch.exp(l_t - l_s)
             mean = r * (alpha_s / alpha_t) * x + (1 - r) * alpha_s * x_hat
             var = (1 - r) * (sigma_t**2 if variance == "large" else sigma_s**2)
-            noise = torch.randn(shape, generator=generator, device="cpu").to(device)
-            x = mean + var.clamp_min(0).sqrt() * noise
+            x = mean + var.clamp_min(0).sqrt() * noise(shape).to(device)
         else:
             raise ValueError(f"unknown sampler {sampler!r}")
     return x_hat

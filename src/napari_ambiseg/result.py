@@ -1,0 +1,111 @@
+"""`SampleResult`: the one result type of sampling, for a 2D image and for a slab of slices.
+
+The CLI, the widgets (`widgets.engine.Outputs` is this class), the benchmarks and the
+gallery all read the same fields: masks, agreement, entropy, modes, their consensus and the
+size of every hypothesis (`measure`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from .measure import Size, measure_all, summarize_sizes
+from .modes import Mode
+
+
+def binary_entropy(p: np.ndarray) -> np.ndarray:
+    """Pixel entropy in bits of a Bernoulli(p): 0 where all samples agree, 1 at p = 0.5."""
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    h = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+    return np.where((p <= 1e-7) | (p >= 1 - 1e-7), 0.0, h).astype(np.float32)
+
+
+@dataclass(eq=False)
+class SampleResult:
+    """N sampled masks aligned with the source: a 2D image, or slices z0..z0+Z-1 of a volume."""
+
+    masks: np.ndarray               # (N, H, W) or (N, Z, H, W) bool
+    agreement: np.ndarray           # (H, W) or (Z, H, W) float32: fraction of samples marking
+    entropy: np.ndarray             # same shape: pixel entropy (bits)
+    modes: list[Mode]               # sorted by frequency (3D modes for a slab)
+    bounds: tuple[int, int, int, int]  # (y0, x0, y1, x1) image region the model saw (key slice)
+    steps: int
+    seed: int
+    timings: dict[str, float] = field(default_factory=dict)  # seconds; "total" always
+    z0: int | None = None           # first slice of the slab (None for a 2D image)
+    key: int = 0                    # index of the prompt slice within the slab
+    spacing: tuple[float, ...] | None = None  # mm per pixel of the mask axes ((z,) y, x)
+    method: str = "per-slice"       # how the slices of a slab were sampled
+
+    @property
+    def n(self) -> int:
+        return int(self.masks.shape[0])
+
+    @property
+    def volume(self) -> bool:
+        """True for a slab of slices (masks (N, Z, H, W))."""
+        return self.masks.ndim == 4
+
+    @property
+    def seconds(self) -> float:
+        return float(self.timings.get("total", 0.0))
+
+    @seconds.setter
+    def seconds(self, value: float) -> None:
+        self.timings["total"] = float(value)
+
+    def consensus(self, threshold: float = 0.5) -> np.ndarray:
+        """Pixels marked by at least `threshold` of the samples (never the empty background)."""
+        return (self.agreement >= threshold) & (self.agreement > 0)
+
+    def labelled(self) -> np.ndarray:
+        """Samples as uint8 labels: each sample's pixels carry its mode's rank (1 = commonest)."""
+        rank = np.zeros(self.n, dtype=np.uint8)
+        for r, mode in enumerate(self.modes):
+            rank[mode.members] = min(r + 1, 255)
+        return self.masks.astype(np.uint8) * rank.reshape((-1,) + (1,) * (self.masks.ndim - 1))
+
+    @cached_property
+    def sizes(self) -> list[Size]:
+        """Size of every sample (`measure.measure`), computed once; sampling fills it in the
+        worker so that a GUI thread never waits for it."""
+        return measure_all(self.masks, self.spacing)
+
+    def mode_sizes(self) -> list[dict[str, Any]]:
+        """Per mode (by rank): count, `empty`, median/min/max of volume (or area), diameter,
+        slices and extent over its members, and `text` like "410 mm^3 (310-520), 9.8 mm"."""
+        sizes = self.sizes
+        return [{"rank": r + 1, **summarize_sizes([sizes[i] for i in m.members])}
+                for r, m in enumerate(self.modes)]
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-friendly summary kept in the output layers' metadata (the gallery reads it)."""
+        return {"n": self.n, "steps": self.steps, "seed": self.seed,
+                "modes": [m.members for m in self.modes], "bounds": list(self.bounds),
+                "z0": self.z0, "key": self.key, "seconds": round(self.seconds, 3),
+                "spacing": list(self.spacing) if self.spacing is not None else None,
+                "method": self.method, "mode_sizes": self.mode_sizes()}
+
+    def summary(self) -> dict[str, Any]:
+        """What `ambiseg sample` writes to summary.json: modes with sizes, every sample's size,
+        the slab's place (z0, slices) and timings."""
+        mode_sizes = self.mode_sizes()
+        return {
+            "n": self.n, "steps": self.steps, "seed": self.seed, "method": self.method,
+            "bounds": list(self.bounds), "z0": self.z0, "key": self.key,
+            "slices": int(self.masks.shape[1]) if self.volume else None,
+            "spacing": list(self.spacing) if self.spacing is not None else None,
+            "modes": [{"rank": r + 1, "label": m.label(r + 1, self.n), "count": len(m.members),
+                       "frequency": m.frequency, "representative": m.representative,
+                       "members": m.members,
+                       "area_px": int(self.masks[m.representative].sum()),
+                       "size": s}
+                      for r, (m, s) in enumerate(zip(self.modes, mode_sizes))],
+            "samples": [s.to_dict() for s in self.sizes],
+            "empty_fraction": float((self.masks.reshape(self.n, -1).sum(1) == 0).mean()),
+            "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+        }
