@@ -83,7 +83,7 @@ def test_train_init_fine_tunes_with_the_weights_architecture(tmp_path, weights):
 
 
 @pytest.mark.parametrize("make, args, match", [
-    (lambda p: np.save(p / "x.npy", np.zeros((3, 4, 5))), ["sample", "{d}/x.npy"], "2D"),
+    (lambda p: np.save(p / "x.npy", np.zeros((2, 3, 4, 5))), ["sample", "{d}/x.npy"], "2D"),
     (lambda p: np.save(p / "x.npy", np.full((8, 8), np.nan)), ["sample", "{d}/x.npy"], "NaN"),
     (lambda p: np.save(p / "x.npy", np.zeros((0, 8))), ["sample", "{d}/x.npy"], "empty"),
     (lambda p: (p / "x.dcm").write_bytes(b"not a dicom"), ["sample", "{d}/x.dcm"], "x.dcm"),
@@ -105,3 +105,27 @@ def test_console_script_is_installed():
     exe = shutil.which("ambiseg") or str(sys.prefix + "/bin/ambiseg")
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "sample" in out.stdout and "evaluate" in out.stdout
+
+
+def test_progress_plain_lines_off_a_terminal_and_a_bar_on_one():
+    import io
+
+    from napari_ambiseg.progress import ProgressBar
+
+    plain = io.StringIO()
+    with ProgressBar("sampling", "steps", stream=plain, every=0.0) as bar:
+        bar(3, 10, "slices 2-4")
+        bar(10, 10, "slices 2-4")
+    lines = plain.getvalue().splitlines()
+    assert lines[0].startswith("sampling: 3/10 steps (30%), ") and "ETA" in lines[0]
+    assert lines[-1].startswith("sampling: 10/10 steps (100%)") and "steps/s" in lines[-1]
+    assert lines[-1].endswith("- slices 2-4")
+    quiet = io.StringIO()
+    with ProgressBar("evaluating", "images", stream=quiet, every=3600) as bar:
+        bar(5, 9)
+    assert quiet.getvalue().count("\n") == 1  # only the final line
+    term = io.StringIO()
+    with ProgressBar("sampling", "steps", stream=term, terminal=True) as bar:
+        bar(4, 8, "slice 3")
+        assert (bar.bar.n, bar.bar.total) == (4, 8)  # tqdm's bar, with rate and ETA
+    assert "sampling" in term.getvalue() and "steps/s" in term.getvalue()

@@ -143,3 +143,17 @@ def test_write_where_empty_and_geometry_without_a_viewer():
     np.testing.assert_allclose(geo["affine"], np.diag([1.0, 1.0, 2.0, 1.0, 1.0]))
     full = L.embed(np.ones((1, 8, 8), bool), (4, 8, 8), 2)
     assert full[2].all() and full.sum() == 64
+
+
+def test_outputs_are_the_core_result_with_sizes():
+    from napari_ambiseg.result import SampleResult as Core
+    from napari_ambiseg.widgets.engine import Outputs
+
+    assert Outputs is Core
+    seg, vol = Threshold(), drifting_blob()
+    out = run_request(seg, Request(vol, Prompt(center=(17.0, 17.0), z=4), n=2, steps=1,
+                                   volume=True, slices=[3, 5], spacing=(3.0, 0.5, 0.5)))
+    d = out.describe()
+    assert d["z0"] == 3 and d["spacing"] == [3.0, 0.5, 0.5]
+    assert d["mode_sizes"][0]["volume_mm3"]["median"] == pytest.approx(3 * 36 * 0.75)
+    assert d["mode_sizes"][0]["text"].startswith("81 mm^3")

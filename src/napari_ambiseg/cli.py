@@ -17,34 +17,40 @@ from .config import SAMPLERS
 from .errors import AmbisegError, InputError
 
 
-def _load_2d(path: str, slice_index: int | None):
-    """A 2D image from .npy or any reader format -> (image, modality, spacing or None)."""
+def load_input(path: str, spacing: list[float] | None = None):
+    """An image or volume from .npy or any reader format -> (MedicalImage, assumed geometry).
+
+    A .npy array has no geometry: origin 0, identity direction and `spacing` (mm, one per
+    axis, default 1) are assumed, and its reference says so ("assumed": True)."""
+    from .io import MedicalImage, read_image
+    from .io.preprocess import to_grayscale
+
     p = Path(path)
     if not p.exists():
         raise InputError(f"input not found: {p}")
-    if p.suffix == ".npy":
-        try:
-            a = np.load(p, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise InputError(f"cannot read {p}: {e}") from None
-        return a, "auto", None
-    from .io import read_image
-
-    images = read_image(p)
-    if not images:
-        raise InputError(f"no image found in {p}")
-    img = images[0]
-    data = img.gray if getattr(img, "gray", None) is not None else img.data
-    spacing = tuple(img.spacing[-2:]) if img.spacing is not None else None
-    if data.ndim == 3:
-        k = data.shape[0] // 2 if slice_index is None else slice_index
-        if not 0 <= k < data.shape[0]:
-            raise InputError(f"--slice {k} is outside 0..{data.shape[0] - 1}")
-        data = data[k]
-    elif data.ndim != 2:
-        raise InputError(f"{p} has shape {data.shape}: ambiseg sample needs a 2D image or volume")
-    modality = img.modality if img.modality in ("CT", "MR", "US") else "auto"
-    return data, modality, spacing
+    if p.suffix.lower() != ".npy":
+        if spacing:
+            raise InputError("--spacing is for .npy inputs; other files carry their own")
+        images = read_image(p)
+        if not images:
+            raise InputError(f"no image found in {p}")
+        return images[0], False
+    try:
+        a = np.load(p, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read {p}: {e}") from None
+    rgb = a.ndim == 3 and a.shape[-1] in (3, 4)
+    nd = a.ndim - rgb
+    if nd not in (2, 3):
+        raise InputError(f"{p} has shape {a.shape}: ambiseg sample needs a 2D image (H, W), "
+                         "an RGB image (H, W, 3) or a volume (Z, H, W)")
+    if spacing is not None and len(spacing) != nd:
+        raise InputError(f"--spacing needs {nd} values (mm per pixel of {('z, ' * (nd == 3))}"
+                         f"y, x); got {len(spacing)}")
+    img = MedicalImage(a, tuple(spacing or (1.0,) * nd), (0.0,) * nd,
+                       axes=("z", "y", "x")[3 - nd:], name=p.stem, rgb=rgb,
+                       gray=to_grayscale(a) if rgb else None)
+    return img, True
 
 
 def save_agreement_png(image: np.ndarray, agreement: np.ndarray, path: Path, title: str) -> None:
@@ -65,34 +71,158 @@ def save_agreement_png(image: np.ndarray, agreement: np.ndarray, path: Path, tit
     fig.savefig(path, dpi=100)
 
 
+def _export_suffix(path: str, reference: dict, option: str) -> None:
+    """Refuse an export before sampling: unknown format, DICOM-SEG from a non-DICOM input."""
+    from .io.sitk_io import VOLUME_SUFFIXES, suffix_of
+
+    suffix = suffix_of(path)
+    if suffix == ".dcm":
+        if not reference.get("sop_instance_uids"):
+            raise InputError(f"{option} {path}: .dcm writes a DICOM-SEG, which needs a DICOM "
+                             "input; this input is not DICOM: use .nii.gz, .nrrd or .mha")
+    elif suffix not in VOLUME_SUFFIXES:
+        raise InputError(f"{option} {path}: unknown format {suffix or '(none)'}; use .nii, "
+                         ".nii.gz, .nrrd, .mha or .dcm (DICOM-SEG)")
+    if not Path(path).resolve().parent.is_dir():
+        raise InputError(f"{option} {path}: folder {Path(path).resolve().parent} does not exist")
+
+
+def embed(data: np.ndarray, shape: tuple[int, ...], z0: int | None) -> np.ndarray:
+    """A slab (Z', H, W) of slices z0.. inside zeros of the input's full `shape`."""
+    if z0 is None:
+        return data
+    full = np.zeros(shape, dtype=data.dtype)
+    full[z0:z0 + data.shape[0]] = data
+    return full
+
+
+def export(res, path: str, reference: dict, kind: str) -> list[str]:
+    """Write the consensus (labels, 1 where agreement >= 0.5) or the agreement heatmap
+    (float 0..1) on the input's full grid with its geometry; returns the written paths."""
+    from . import io
+
+    shape = tuple(reference["shape"])
+    if kind == "labels":
+        return io.write_labels(embed(res.consensus(0.5).astype(np.uint8), shape, res.z0),
+                               path, reference)
+    write_agreement = getattr(io, "write_agreement", None)
+    if write_agreement is None:
+        raise InputError("--export-agreement needs napari_ambiseg.io.write_agreement, which "
+                         "this version lacks")
+    return write_agreement(embed(res.agreement.astype(np.float32), shape, res.z0), path,
+                           reference)
+
+
+def mode_lines(res, limit: int = 8) -> list[str]:
+    """Modes for a terminal: the `limit` largest with their sizes, then one line for the rest."""
+    sizes = res.mode_sizes()
+    lines = []
+    for r, (m, s) in enumerate(zip(res.modes[:limit], sizes)):
+        where = ""
+        if res.volume and not s["empty"] and "slices" in s:
+            k = s["slices"]["median"]
+            where = f", {k:.0f} slice{'s' * (k != 1)}"
+        pct = f"{100 * m.frequency:.0f}%" if m.frequency >= 0.005 else "<1%"
+        lines.append(f"  {m.label(r + 1, res.n)} ({pct}): {s['text']}{where}")
+    rest = res.modes[limit:]
+    if rest:
+        lines.append(f"  ... {len(rest)} smaller modes with {sum(len(m.members) for m in rest)} "
+                     "samples in all (every mode is in summary.json)")
+    return lines
+
+
+def _request(args, img, assumed: bool):
+    """The `Request` for `ambiseg sample` from its arguments and the loaded input."""
+    from .volume_sampling import Prompt, Request
+
+    data = img.model_image
+    spacing = None if assumed and not args.spacing else tuple(img.spacing)  # None: pixels
+    if spacing and img.axes and img.axes[0] == "t":
+        spacing = spacing[1:]  # frames are time: diameters in mm, no volume
+    prompt = Prompt(center=tuple(args.center) if args.center else None,
+                    box=tuple(args.box) if args.box else None)
+    req = Request(image=data, prompt=prompt, n=args.n, steps=args.steps, seed=args.seed,
+                  spacing=spacing, modality=args.modality or img.model_modality,
+                  sampler=args.sampler, max_slices=args.max_slices)
+    if data.ndim - (img.rgb and img.gray is None) == 2:
+        if args.slices or args.follow or args.slice is not None:
+            raise InputError(f"--slice, --slices and --follow need a volume; {args.input} is a "
+                             f"2D image of shape {data.shape}")
+        return req
+    depth = data.shape[0]
+    z = depth // 2 if args.slice is None else args.slice
+    if not 0 <= z < depth:
+        raise InputError(f"--slice {z} is outside 0..{depth - 1}")
+    req.volume, prompt.z = True, z
+    if args.slices:
+        a, b = args.slices
+        if a > b:
+            raise InputError(f"--slices {a} {b}: the first slice must not be after the last")
+        if a < 0 or b >= depth:
+            raise InputError(f"--slices {a} {b} is outside the volume (0..{depth - 1})")
+        req.slices = list(range(a, b + 1))
+        if args.slice is None:
+            prompt.z = a
+    elif args.follow:
+        req.propagate = True
+    else:
+        req.slices = [z]
+    return req
+
+
 def cmd_sample(args) -> int:
-    from .segmenter import Segmenter
-
     from .io.preprocess import check_image_2d
+    from .progress import ProgressBar
+    from .segmenter import Segmenter
+    from .volume_sampling import sample_request
 
-    image, modality, spacing = _load_2d(args.input, args.slice)
-    check_image_2d(image)  # bad input is reported before the model loads
+    img, assumed = load_input(args.input, args.spacing)
+    req = _request(args, img, assumed)
+    reference = img.reference() | ({"assumed": True} if assumed else {})
+    for option, path in (("--export", args.export), ("--export-agreement", args.export_agreement)):
+        if path:
+            _export_suffix(path, reference, option)
+    key = req.prompt.z if req.volume else None
+    check_image_2d(req.image if key is None else req.image[key])  # before the model loads
     seg = Segmenter.load(args.weights, device=args.device)
-    res = seg.sample(image, n=args.n, steps=args.steps, seed=args.seed, sampler=args.sampler,
-                     center=tuple(args.center) if args.center else None,
-                     box=tuple(args.box) if args.box else None, spacing=spacing,
-                     modality=args.modality or modality)
+    with ProgressBar("sampling", "steps") as bar:
+        res = sample_request(seg, req, progress=bar)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "samples.npy", res.masks.astype(np.uint8))
     np.save(out / "agreement.npy", res.agreement.astype(np.float32))
-    save_agreement_png(np.asarray(image, dtype=np.float32) if np.asarray(image).ndim == 2
-                       else np.asarray(image)[..., 0], res.agreement, out / "agreement.png",
-                       f"agreement of {res.n} samples")
-    summary = res.summary() | {"input": str(args.input), "weights": str(args.weights or "bundled")}
+    shown = np.asarray(req.image if key is None else req.image[res.z0 + res.key])
+    where = "" if res.z0 is None else f" (slice {res.z0 + res.key})"
+    save_agreement_png(shown.astype(np.float32) if shown.ndim == 2 else shown[..., 0],
+                       res.agreement if key is None else res.agreement[res.key],
+                       out / "agreement.png", f"agreement of {res.n} samples{where}")
+    written = {}
+    if args.export or args.export_agreement:
+        if assumed:
+            print(f"ambiseg sample: warning: {args.input} has no geometry; the exported files "
+                  "assume origin 0, identity direction and spacing "
+                  f"{list(img.spacing)} mm (--spacing)", file=sys.stderr)
+        for kind, path in (("labels", args.export), ("agreement", args.export_agreement)):
+            if path:
+                written[kind] = export(res, path, reference, kind)
+    summary = res.summary() | {"input": str(args.input), "input_shape": list(img.spatial_shape),
+                               "weights": str(args.weights or "bundled"),
+                               "geometry_assumed": assumed,
+                               "exported": written}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    modes = ", ".join(f"{m['count']}/{res.n}" for m in summary["modes"])
-    print(f"{res.n} masks in {res.timings['total']:.2f} s; modes: {modes}; written to {out}")
+    span = "" if res.z0 is None else (f" on slices {res.z0}-{res.z0 + res.masks.shape[1] - 1}"
+                                      f" of {img.spatial_shape[0]}")
+    print(f"{res.n} masks{span} in {res.seconds:.2f} s; {len(res.modes)} mode(s):")
+    print("\n".join(mode_lines(res)))
+    for paths in written.values():
+        print(f"exported {', '.join(paths)}")
+    print(f"written to {out}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
     from . import metrics
+    from .progress import ProgressBar
     from .segmenter import Segmenter
     from .training.data import load_npz
     from .training.evaluate import evaluate_samples, sample_dataset
@@ -101,15 +231,10 @@ def cmd_evaluate(args) -> int:
     seg = Segmenter.load(args.weights, device=args.device)
     steps = args.steps or seg.cfg.steps
     t0 = time.perf_counter()
-    last = [0.0]
-
-    def progress(done, total):
-        if time.perf_counter() - last[0] > 10 or done == total:
-            last[0] = time.perf_counter()
-            print(f"  {done}/{total} images", file=sys.stderr, flush=True)
-
-    samples = sample_dataset(seg, data, args.n, steps, args.seed, progress=progress,
-                             sampler=args.sampler)
+    with ProgressBar("sampling", "images") as bar:
+        samples = sample_dataset(seg, data, args.n, steps, args.seed,
+                                 progress=lambda done, total: bar(done, total),
+                                 sampler=args.sampler)
     seconds = time.perf_counter() - t0
     result, cal = evaluate_samples(samples, data)
     result.update(n=args.n, steps=steps, sampler=args.sampler or seg.cfg.sampler,
@@ -174,17 +299,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ambiseg", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("sample", help="draw N plausible masks for one image")
-    s.add_argument("input", help="2D .npy (LIDC 8-bit scale) or any supported image file")
-    s.add_argument("--n", type=int, default=16)
+    s = sub.add_parser("sample", help="draw N plausible masks for an image or slices of a volume")
+    s.add_argument("input", help=".npy image (H, W) or volume (Z, H, W), or any image file or "
+                   "DICOM series folder the readers open")
+    s.add_argument("--n", type=int, default=None, help="samples (default: the model's)")
     s.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the model's")
     s.add_argument("--steps", type=int, default=None, help="default: the model's")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True)
     s.add_argument("--weights", default=None, help="default: bundled LIDC model")
-    s.add_argument("--center", type=float, nargs=2, metavar=("Y", "X"))
-    s.add_argument("--box", type=float, nargs=4, metavar=("Y0", "X0", "Y1", "X1"))
-    s.add_argument("--slice", type=int, default=None, help="slice of a volume (default: middle)")
+    where = s.add_mutually_exclusive_group()
+    where.add_argument("--center", type=float, nargs=2, metavar=("Y", "X"))
+    where.add_argument("--box", type=float, nargs=4, metavar=("Y0", "X0", "Y1", "X1"))
+    s.add_argument("--slice", type=int, default=None,
+                   help="volume: the slice to sample, or where --follow starts (default: middle)")
+    slab = s.add_mutually_exclusive_group()
+    slab.add_argument("--slices", type=int, nargs=2, metavar=("A", "B"),
+                      help="volume: sample slices A..B (inclusive) at the same prompt")
+    slab.add_argument("--follow", action="store_true",
+                      help="volume: follow the finding up and down from --slice while half "
+                      "of the samples mark it")
+    s.add_argument("--max-slices", dest="max_slices", type=int, default=64,
+                   help="--follow: at most this many slices each way")
+    s.add_argument("--spacing", type=float, nargs="+", default=None, metavar="MM",
+                   help=".npy input: mm per pixel (Y X, or Z Y X for a volume)")
+    s.add_argument("--export", default=None, metavar="FILE",
+                   help="write the consensus (agreement >= 0.5) as labels on the input's full "
+                   "grid and geometry: .nii, .nii.gz, .nrrd, .mha or .dcm (DICOM-SEG)")
+    s.add_argument("--export-agreement", dest="export_agreement", default=None, metavar="FILE",
+                   help="write the agreement heatmap (0..1) the same way")
     s.add_argument("--modality", choices=["CT", "MR", "US", "8bit"], default=None)
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_sample)

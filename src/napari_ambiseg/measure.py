@@ -157,12 +157,10 @@ def summarize_sizes(sizes: Sequence[Size]) -> dict[str, Any]:
 
 
 def _num(v: float) -> str:
-    """Short human number: 1543, 410, 9.8, 0.42."""
-    if v >= 100:
-        return f"{v:.0f}"
+    """Short human number for a volume, an area or a pixel count: 1543, 71, 4.2, 0.42."""
     if v >= 10:
-        return f"{v:.1f}".rstrip("0").rstrip(".") if v % 1 else f"{v:.0f}"
-    return f"{v:.2g}" if v < 1 else f"{v:.1f}"
+        return f"{v:.0f}"
+    return f"{v:.1f}" if v >= 1 else f"{v:.2g}"
 
 
 def _with_range(stat: dict[str, float], unit: str) -> str:
@@ -178,12 +176,12 @@ def size_text(summary: dict[str, Any]) -> str:
         return "no finding"
     if "volume_mm3" in summary:
         return (f"{_with_range(summary['volume_mm3'], 'mm^3')}, "
-                f"{_num(summary['diameter_mm']['median'])} mm")
+                f"{summary['diameter_mm']['median']:.1f} mm")
     if "area_mm2" in summary:
         return (f"{_with_range(summary['area_mm2'], 'mm^2')}, "
-                f"{_num(summary['diameter_mm']['median'])} mm")
+                f"{summary['diameter_mm']['median']:.1f} mm")
     if "voxels" not in summary:
         return ""
-    unit = "voxels" if summary.get("ndim") == 3 else "px"
+    unit = "voxels" if summary.get("ndim") == 3 else "pixels"
     return (f"{_with_range(summary['voxels'], unit)}, "
-            f"{_num(summary['diameter_px']['median'])} px")
+            f"{summary['diameter_px']['median']:.1f} px")
