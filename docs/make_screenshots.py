@@ -39,14 +39,12 @@ def pick_model(weights: str | None):
 
 def viewer_with_ct(stamp: bool):
     import napari
-    from napari.layers import Layer
 
-    from napari_ambiseg.widgets.demo import LUNG_WINDOW, WINDOW_SIZE, demo_layers
+    from napari_ambiseg.widgets.demo import WINDOW_SIZE, add_demo_layers
 
     viewer = napari.Viewer(title="AmbiSeg", show=True)
     viewer.window.resize(*WINDOW_SIZE)
-    image = viewer.add_layer(Layer.create(*demo_layers()[0]))
-    image.contrast_limits = LUNG_WINDOW
+    image, _ = add_demo_layers(viewer)  # the demo's LIDC nodule and its readers' outlines
     if stamp:
         text = viewer.canvas.overlays.text
         text.text, text.visible, text.color, text.font_size = STAMP, True, "yellow", 12

@@ -1,7 +1,11 @@
-"""napari sample data: real files shipped with pydicom and pydicom-data, opened like a user's file.
+"""napari sample data: LIDC-IDRI nodules shipped with the plugin, and real files shipped with
+pydicom and pydicom-data, each opened like a user's file.
 
-Each function goes through the same path as File > Open (:func:`napari_ambiseg._reader.read_layers`).
-The pydicom-data files need ``pip install pydicom-data``; nothing is downloaded.
+The LIDC nodules (``sample_data/*.npz``, made by ``scripts/make_lidc_samples.py``; CC BY 3.0,
+credit in ``sample_data/README.md``) open through the multi-rater .npz reader: an image stack
+(Z, 128, 128) and a Labels layer of the 4 readers' outlines with a leading reader axis (C5).
+The DICOM files go through File > Open's reader (:func:`napari_ambiseg._reader.read_layers`);
+the pydicom-data files need ``pip install pydicom-data``; nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -9,7 +13,37 @@ from __future__ import annotations
 from typing import Any
 
 from ._reader import read_layers
+from ._reader_npz import read_npz
 from .errors import ReadError
+
+LIDC_ROLES = ("clear", "contested", "unseen")
+
+
+def lidc_path(role: str) -> str:
+    """Path of a shipped LIDC nodule: "clear", "contested" or "unseen"."""
+    from importlib.resources import files
+
+    if role not in LIDC_ROLES:
+        raise ValueError(f"role must be one of {LIDC_ROLES}; got {role!r}")
+    path = files("napari_ambiseg") / "sample_data" / f"{role}.npz"
+    if not path.is_file():
+        raise ReadError(f"The LIDC sample {role}.npz is missing from this installation.")
+    return str(path)
+
+
+def lidc_clear():
+    """LIDC nodule, all 4 readers outlined it on most slices and agree (+ readers' outlines)."""
+    return read_npz(lidc_path("clear"))
+
+
+def lidc_contested():
+    """LIDC nodule, all 4 readers outlined it but disagree in extent (+ readers' outlines)."""
+    return read_npz(lidc_path("contested"))
+
+
+def lidc_unseen():
+    """LIDC nodule that 2 of 4 readers outlined and 2 saw nothing (+ readers' outlines)."""
+    return read_npz(lidc_path("unseen"))
 
 
 def _sample(filename: str, package: str = "pydicom-data") -> list[tuple[Any, dict, str]]:

@@ -1,7 +1,9 @@
-"""`ambiseg demo`: napari on a real chest CT slice, the sampler run on it, heatmap and gallery.
+"""`ambiseg demo`: napari on a real lung nodule, the sampler run on it, heatmap, gallery, readers.
 
-The image is pydicom's own CT_small.dcm (128 x 128 chest CT through the spine and both lung
-bases, in HU), opened through the plugin's reader, so no download is needed. With
+The image is the "clear" LIDC-IDRI nodule shipped as sample data (File > Open Sample >
+AmbiSeg): 11 consecutive 128 x 128 CT crops, 8-bit lung-windowed as the model was trained on,
+with the outlines of the 4 LIDC readers (a Labels layer with a reader axis). The demo samples
+the slice where the readers agree most, at the centre of their majority outline. With
 `screenshot`, the demo runs headless (Xvfb; started with pyvirtualdisplay when no display is
 set), saves the whole window and exits.
 """
@@ -10,11 +12,14 @@ from __future__ import annotations
 
 import os
 import sys
+from itertools import combinations
 from typing import Any
 
-DEMO_FILE = "CT_small.dcm"
-DEMO_POINT = (18.0, 19.0)      # (row, col) pixel in CT_small: a vessel branch, left lung
-LUNG_WINDOW = (-1350.0, 150.0)  # HU: centre -600, width 1500
+import numpy as np
+
+from .._reader_npz import READERS_KEY
+
+DEMO_SAMPLE = "clear"          # napari_ambiseg._sample_data.LIDC_ROLES
 WINDOW_SIZE = (1500, 1000)
 
 
@@ -23,22 +28,81 @@ def _say(text: str) -> None:
 
 
 def demo_layers() -> list[tuple[Any, dict, str]]:
-    """The demo CT as napari LayerData, through the plugin's reader (or pydicom directly)."""
-    try:
-        from .._sample_data import ct_small
+    """The demo nodule as napari LayerData: the image stack, then the readers' outlines (C5)."""
+    from .. import _sample_data
 
-        return ct_small()[:1]
-    except ImportError:
-        import numpy as np
-        from pydicom import dcmread
-        from pydicom.data import get_testdata_file
-        from pydicom.pixels import apply_modality_lut
+    return _sample_data.read_npz(_sample_data.lidc_path(DEMO_SAMPLE))
 
-        ds = dcmread(get_testdata_file(DEMO_FILE))
-        hu = apply_modality_lut(ds.pixel_array, ds).astype(np.float32)
-        spacing = tuple(float(s) for s in ds.PixelSpacing)
-        meta = {"ambiseg": {"modality": "CT", "spacing": list(spacing)}}
-        return [(hu, {"name": "CT_small", "scale": spacing, "metadata": meta}, "image")]
+
+def agreement_slice(readers: np.ndarray) -> int:
+    """The slice (axis 1 of (R, Z, H, W)) with the most readers outlining, ties broken by the
+    highest mean pairwise Dice between their outlines."""
+    def score(z: int) -> tuple[int, float]:
+        masks = [m for m in readers[:, z] if m.any()]
+        dice = [2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+                for a, b in combinations(masks, 2)]
+        return len(masks), float(np.mean(dice)) if dice else 0.0
+
+    return max(range(readers.shape[1]), key=score)
+
+
+def demo_target(readers: np.ndarray) -> tuple[int, float, float]:
+    """(z, row, col): the agreement slice and the centre of the readers' majority outline."""
+    z = agreement_slice(readers)
+    votes = (readers[:, z] > 0).sum(0)
+    majority = votes >= max(1, (votes.max() + 1) // 2)
+    rows, cols = np.nonzero(majority)
+    return z, float(round(rows.mean())), float(round(cols.mean()))
+
+
+def readers_of(viewer, image):
+    """The readers' Labels layer (C5) that belongs to `image`, or None."""
+    for layer in viewer.layers:
+        info = layer.metadata.get(READERS_KEY) if isinstance(layer.metadata, dict) else None
+        if info and info.get("image_name") == image.name:
+            return layer
+    return None
+
+
+def add_demo_layers(viewer):
+    """Add the demo nodule and its readers' outlines; show the slice the demo samples.
+    Returns (image, readers)."""
+    from napari.layers import Layer
+
+    image, readers = (viewer.add_layer(Layer.create(*data)) for data in demo_layers())
+    readers.contour = 1  # outlines: the nodule and the heatmap stay visible underneath
+    readers.visible = False  # one reader per slider step: the outlines layer shows all four
+    add_reader_outlines(viewer, readers)
+    go_to_slice(viewer, image, demo_target(np.asarray(readers.data))[0])
+    return image, readers
+
+
+READER_COLORS = {"cyan": "#00e5ff", "green": "#76ff03", "pink": "#ff4081", "white": "#ffffff"}
+
+
+def add_reader_outlines(viewer, readers):
+    """All readers' outlines at once, one colour per reader: a Shapes layer of the contours of
+    a readers' Labels layer (R, Z, H, W) on its (Z, H, W) grid."""
+    from skimage.measure import find_contours
+
+    data = np.asarray(readers.data)
+    polygons, colors = [], []
+    for r in range(data.shape[0]):
+        for z in range(data.shape[1]):
+            padded = np.pad(data[r, z] > 0, 1).astype(float)  # closed contours at the edges
+            for c in find_contours(padded, 0.5):
+                polygons.append(np.column_stack([np.full(len(c), z), c - 1]))
+                colors.append(list(READER_COLORS.values())[r % len(READER_COLORS)])
+    return viewer.add_shapes(
+        polygons, shape_type="polygon", edge_color=colors, face_color="transparent",
+        edge_width=0.35, name=f"{readers.name} (all)",
+        scale=readers.scale[1:], translate=readers.translate[1:], opacity=0.9)
+
+
+def go_to_slice(viewer, image, z: int) -> None:
+    """Move the viewer to slice z of a (Z, H, W) image layer."""
+    world_z = image.data_to_world((z, 0, 0))[0]
+    viewer.dims.set_point(viewer.dims.ndim - 3, world_z)
 
 
 HEADLESS_SCREENSHOT = "ambiseg-demo.png"
@@ -107,9 +171,20 @@ def settle(ms: int = 700) -> None:
 
 def sample_demo_point(viewer, image, segmenter, name: str, n: int | None = None,
                       steps: int | None = None):
-    """Add the prompt and the docks, sample at DEMO_POINT and wait; (sampler, gallery).
-    Raises RuntimeError if sampling cannot start or fails."""
-    point = viewer.add_points([image.data_to_world(DEMO_POINT)], name="prompt", size=3,
+    """Add the prompt and the docks, sample the agreement slice at the readers' centre (the
+    image centre on the current slice when `image` has no readers) and wait;
+    (sampler, gallery). Raises RuntimeError if sampling cannot start or fails."""
+    readers = readers_of(viewer, image)
+    if readers is not None:
+        z, row, col = demo_target(np.asarray(readers.data))
+        go_to_slice(viewer, image, z)
+        where = (z, row, col)
+    else:  # any other image: its centre, on the current slice of a volume
+        from .prompts import current_slice
+
+        h, w = image.data.shape[-2:]
+        where = ((current_slice(viewer, image),) if image.ndim == 3 else ()) + (h // 2, w // 2)
+    point = viewer.add_points([image.data_to_world(where)], name="prompt", size=3,
                               face_color="cyan", symbol="cross")
     sampler, gallery = add_docks(viewer)
     gallery.setMinimumHeight(420)
@@ -128,10 +203,32 @@ def sample_demo_point(viewer, image, segmenter, name: str, n: int | None = None,
     return sampler, gallery
 
 
+def focus(viewer, image, zoom: float = 1.6) -> None:
+    """The view a reader wants first: the heatmap and the readers' outlines around the prompt,
+    zoomed in; the samples stay one click away in the gallery."""
+    from . import layers as L
+
+    samples = L.outputs_of(viewer.layers, image).get("samples")
+    if samples is not None:
+        samples.visible = False
+    viewer.reset_view()
+    if "prompt" in viewer.layers and len(viewer.layers["prompt"].data):
+        viewer.camera.center = tuple(viewer.layers["prompt"].data[-1][-2:])
+        viewer.camera.zoom *= zoom
+    viewer.layers.selection.active = image
+    readers = readers_of(viewer, image)
+    if readers is not None:
+        count = readers.metadata[READERS_KEY]["count"]
+        names = ", ".join(list(READER_COLORS)[:count])
+        text = viewer.canvas.overlays.text if hasattr(viewer, "canvas") else viewer.text_overlay
+        text.text = f"outlines: {count} LIDC readers ({names})\nheatmap: share of the samples"
+        text.visible, text.color, text.font_size, text.position = True, "white", 9, "top_left"
+
+
 def run_demo(screenshot: str | None = None, weights: str | None = None, n: int = 16,
              steps: int = 10, segmenter: Any = None) -> int:
-    """Open napari on the demo CT, sample N masks around a lung vessel, show the heatmap and
-    the gallery. With `screenshot`, save the whole window there and exit. Returns an exit
+    """Open napari on the demo nodule, sample N masks, show the heatmap, the gallery and
+    the readers' outlines. With `screenshot`, save the whole window there and exit. Returns an exit
     code (0 = success). `segmenter` overrides `weights` (notebooks, docs)."""
     from ..errors import WeightsError
 
@@ -165,20 +262,17 @@ def run_demo(screenshot: str | None = None, weights: str | None = None, n: int =
 
 def _show(segmenter, name: str, screenshot: str | None, n: int, steps: int) -> int:
     import napari
-    from napari.layers import Layer
 
     viewer = napari.Viewer(title="AmbiSeg demo", show=True)
     viewer.window.resize(*WINDOW_SIZE)
-    image = viewer.add_layer(Layer.create(*demo_layers()[0]))
-    image.contrast_limits = LUNG_WINDOW
+    image, _ = add_demo_layers(viewer)
     try:
         sample_demo_point(viewer, image, segmenter, name, n, steps)
     except RuntimeError as e:
         _say(str(e))
         viewer.close()
         return 2
-    viewer.reset_view()
-    viewer.layers.selection.active = image
+    focus(viewer, image)
     if not screenshot:
         napari.run()
         return 0

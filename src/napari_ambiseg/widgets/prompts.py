@@ -69,22 +69,24 @@ def prompt_from(viewer, source, where: Any, click=None) -> Prompt:
 
 
 def spacing_of(source) -> tuple[float, float] | None:
-    """In-plane pixel spacing (mm): the reader's record, else a non-unit layer scale."""
+    """In-plane pixel spacing (mm): the reader's record (unless it was assumed, not read),
+    else a non-unit layer scale."""
     meta = (source.metadata or {}).get("ambiseg") or {}
     spacing = meta.get("spacing")
-    if spacing and len(spacing) >= 2:
+    if spacing and len(spacing) >= 2 and not meta.get("assumed"):
         return float(spacing[-2]), float(spacing[-1])
     scale = tuple(float(s) for s in source.scale[-2:])
     return None if np.allclose(scale, 1.0) else scale
 
 
 def modality_of(source, chosen: str = "auto") -> str:
-    """The user's choice, else the reader's modality when the model knows it, else "auto"."""
+    """The user's choice, else the reader's modality when the model knows it (or the 8-bit
+    scale of the training crops), else "auto"."""
     if chosen != "auto":
         return chosen
     meta = (source.metadata or {}).get("ambiseg") or {}
     for key in ("model_modality", "modality"):
-        if meta.get(key) in CLINICAL:
+        if meta.get(key) in (*CLINICAL, "8bit"):
             return meta[key]
     return "auto"
 
