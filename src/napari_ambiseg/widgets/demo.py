@@ -184,7 +184,7 @@ def sample_demo_point(viewer, image, segmenter, name: str, n: int | None = None,
 
         h, w = image.data.shape[-2:]
         where = ((current_slice(viewer, image),) if image.ndim == 3 else ()) + (h // 2, w // 2)
-    point = viewer.add_points([image.data_to_world(where)], name="prompt", size=3,
+    point = viewer.add_points([image.data_to_world(where)], name="prompt", size=2,
                               face_color="cyan", symbol="cross")
     sampler, gallery = add_docks(viewer)
     gallery.setMinimumHeight(420)
@@ -213,15 +213,18 @@ def focus(viewer, image, zoom: float = 1.6) -> None:
         samples.visible = False
     viewer.reset_view()
     if "prompt" in viewer.layers and len(viewer.layers["prompt"].data):
-        viewer.camera.center = tuple(viewer.layers["prompt"].data[-1][-2:])
-        viewer.camera.zoom *= zoom
+        viewer.scene.camera.center = tuple(viewer.layers["prompt"].data[-1][-2:])
+        viewer.scene.camera.zoom *= zoom
     viewer.layers.selection.active = image
     readers = readers_of(viewer, image)
     if readers is not None:
-        count = readers.metadata[READERS_KEY]["count"]
-        names = ", ".join(list(READER_COLORS)[:count])
+        data = np.asarray(readers.data)
+        seen = data.reshape(len(data), -1).any(1)
+        names = ", ".join(c for c, s in zip(READER_COLORS, seen) if s)
+        unseen = f"; {len(seen) - seen.sum()} saw nothing" if not seen.all() else ""
         text = viewer.canvas.overlays.text if hasattr(viewer, "canvas") else viewer.text_overlay
-        text.text = f"outlines: {count} LIDC readers ({names})\nheatmap: share of the samples"
+        text.text = (f"outlines: {seen.sum()} of {len(seen)} LIDC readers ({names}){unseen}\n"
+                     "heatmap: share of the samples")
         text.visible, text.color, text.font_size, text.position = True, "white", 9, "top_left"
 
 
