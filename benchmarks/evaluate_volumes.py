@@ -1,0 +1,214 @@
+"""Volumes: sampled 3D outlines of LIDC nodule stacks against the readers' 3D outlines.
+
+    python benchmarks/evaluate_volumes.py [--split test] [--min-slices 4] [--limit K]
+        [--n 16] [--steps S] [--weights W] [--cost] [--write-doc]
+
+A nodule's rows in ../shared/data/lidc/index.csv are consecutive, aligned crops: each nodule
+is a stack (Z, 128, 128). Every stack is sampled with the core volume sampler
+(`volume_sampling.sample_request`, a slice range over the whole stack, the crop's centre as
+the prompt, the LIDC 8-bit scale, no resampling: the same as `ambiseg evaluate` per slice)
+and compared with the readers linked into 3D tracks (`volume_metrics`, where the metrics are
+defined). `--limit K` takes K stacks evenly spaced in index order. `--cost` also times a
+20-slice stack against one of its slices (same request), in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _report import machine, write_section  # noqa: E402
+
+from napari_ambiseg.segmenter import Segmenter  # noqa: E402
+from napari_ambiseg.volume_metrics import link_readers, stack_metrics  # noqa: E402
+from napari_ambiseg.volume_sampling import Prompt, Request, sample_request  # noqa: E402
+
+LIDC = Path(__file__).resolve().parents[2] / "shared" / "data" / "lidc"
+
+
+def _float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def lidc_stacks(split: str = "test", min_slices: int = 4, root: Path = LIDC) -> list[dict]:
+    """Nodule stacks of a split: images (Z, H, W) uint8, masks (Z, R, H, W), spacing (z, y, x)
+    in mm or None, in index.csv order."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    with open(root / "index.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            if row["split"] == split:
+                groups[row["patient_id"], int(row["nodule"])].append(row)
+    with np.load(root / f"{split}.npz", allow_pickle=False) as d:
+        images, masks = d["images"], d["masks"]
+    stacks = []
+    for (patient, nodule), rows in groups.items():
+        rows.sort(key=lambda r: int(r["slice"]))
+        if len(rows) < min_slices:
+            continue
+        idx = [int(r["row"]) for r in rows]
+        z = [_float(r["z_mm"]) for r in rows]
+        dz = (float(np.median(np.abs(np.diff(z)))) if None not in z
+              else _float(rows[0]["slice_thickness"]))
+        px = _float(rows[0]["pixel_spacing"])
+        stacks.append({"name": f"{patient}/{nodule}", "images": images[idx],
+                       "masks": masks[idx].astype(bool),
+                       "spacing": (dz, px, px) if dz and px else None})
+    return stacks
+
+
+def sample_stack(seg, stack: dict, n: int, steps: int | None, seed: int = 0):
+    req = Request(stack["images"], Prompt(z=0), n=n, steps=steps, seed=seed, volume=True,
+                  slices=[0, len(stack["images"]) - 1], modality="8bit")
+    return sample_request(seg, req)
+
+
+def evaluate(seg, stacks: list[dict], n: int, steps: int | None) -> tuple[dict, list[dict]]:
+    from napari_ambiseg.progress import ProgressBar
+
+    rows = []
+    with ProgressBar("stacks", "stacks") as bar:
+        for i, stack in enumerate(stacks):
+            res = sample_stack(seg, stack, n, steps)
+            sp = stack["spacing"]
+            m = stack_metrics(res.masks, link_readers(stack["masks"]),
+                              sp[0] * sp[1] * sp[2] if sp else None)
+            rows.append(m | {"name": stack["name"], "slices": len(stack["images"]),
+                             "seconds": res.seconds})
+            bar(i + 1, len(stacks), stack["name"])
+    pooled = lambda key: float(np.mean([v for r in rows for v in r[key]]))  # noqa: E731
+    w1 = [r["volume_w1_mm"] for r in rows if "volume_w1_mm" in r]
+    summary = {
+        "stacks": len(rows), "n": n, "steps": res.steps,
+        "ged3d": float(np.mean([r["ged"] for r in rows])),
+        "hm_iou3d": float(np.mean([r["hm_iou"] for r in rows])),
+        "ged2d": float(np.mean([r["ged_2d"] for r in rows])),
+        "hm_iou2d": float(np.mean([r["hm_iou_2d"] for r in rows])),
+        "slice_dice_samples": pooled("slice_dice_samples"),
+        "slice_dice_readers": pooled("slice_dice_readers"),
+        "volume_w1_mm_mean": float(np.mean(w1)) if w1 else None,
+        "volume_w1_mm_median": float(np.median(w1)) if w1 else None,
+        "volume_w1_stacks": len(w1),
+    }
+    return summary, rows
+
+
+def timing_table(rows: list[dict]) -> list[str]:
+    bins = [(4, 5), (6, 9), (10, 15), (16, 999)]
+    lines = ["| slices | stacks | seconds per stack | seconds per slice |", "|---|---|---|---|"]
+    for lo, hi in bins:
+        g = [r for r in rows if lo <= r["slices"] <= hi]
+        if g:
+            s = np.array([r["seconds"] for r in g])
+            per = np.array([r["seconds"] / r["slices"] for r in g])
+            label = f"{lo}-{hi}" if hi < 999 else f">= {lo}"
+            lines.append(f"| {label} | {len(g)} | {s.mean():.2f} | {per.mean():.3f} |")
+    return lines
+
+
+def cost(seg, stacks: list[dict], n: int, steps: int | None, repeats: int = 3) -> dict:
+    """Seconds for 20 slices against one slice of the same stack, same request, one run."""
+    long = next((s for s in stacks if len(s["images"]) >= 20), None)
+    if long is None:
+        return {}
+    images = long["images"][:20]
+    one = Request(images[10], n=n, steps=steps, modality="8bit")
+    many = Request(images, Prompt(z=0), n=n, steps=steps, volume=True, slices=[0, 19],
+                   modality="8bit")
+    sample_request(seg, one)  # warm-up
+    t_one, t_many = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sample_request(seg, one)
+        t_one.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        sample_request(seg, many)
+        t_many.append(time.perf_counter() - t0)
+    a, b = float(np.median(t_one)), float(np.median(t_many))
+    return {"stack": long["name"], "one_slice_s": a, "twenty_slices_s": b, "ratio": b / a,
+            "repeats": repeats}
+
+
+def report(summary: dict, rows: list[dict], cost_: dict, command: str) -> str:
+    s = summary
+    lines = [
+        "## Volumes",
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {machine()}.",
+        "",
+        f"{s['stacks']} `test` nodule stacks (>= {s.get('min_slices', 4)} slices), N = {s['n']}, "
+        f"{s['steps']} steps, seed 0, every stack sampled as one slice range with the core "
+        "volume sampler (per-slice method: each slice on its own, the same seed on every "
+        "slice). Readers are linked into 3D tracks (Hungarian, maximum Dice with each "
+        "track's last non-empty outline); definitions in `src/napari_ambiseg/volume_metrics.py`.",
+        "",
+        "| figure | samples | readers |",
+        "|---|---|---|",
+        f"| 3D GED{s['n']} | {s['ged3d']:.3f} | |",
+        f"| 3D HM-IoU{s['n']} | {s['hm_iou3d']:.3f} | |",
+        f"| per-slice GED{s['n']} / HM-IoU{s['n']} (same stacks) | {s['ged2d']:.3f} / "
+        f"{s['hm_iou2d']:.3f} | |",
+        f"| slice-to-slice Dice of one outline (pooled pairs, not both empty) | "
+        f"{s['slice_dice_samples']:.3f} | {s['slice_dice_readers']:.3f} |",
+    ]
+    if s["volume_w1_mm_mean"] is not None:
+        lines.append(f"| W1 of equivalent-sphere diameters, samples vs readers (mm; mean / "
+                     f"median over {s['volume_w1_stacks']} stacks with spacing) | "
+                     f"{s['volume_w1_mm_mean']:.2f} / {s['volume_w1_mm_median']:.2f} | |")
+    lines += ["", "Seconds per stack against stack length (sizes and modes included):", ""]
+    lines += timing_table(rows)
+    if cost_:
+        lines += ["", f"Cost of a 20-slice stack against one of its slices ({cost_['stack']}, "
+                  f"same request, median of {cost_['repeats']} in one run): "
+                  f"{cost_['twenty_slices_s']:.2f} s vs {cost_['one_slice_s']:.2f} s, "
+                  f"{cost_['ratio']:.1f}x."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--split", default="test")
+    p.add_argument("--min-slices", type=int, default=4)
+    p.add_argument("--limit", type=int, default=None, help="K stacks, evenly spaced")
+    p.add_argument("--n", type=int, default=16)
+    p.add_argument("--steps", type=int, default=None, help="default: the model's")
+    p.add_argument("--weights", default=None)
+    p.add_argument("--cost", action="store_true", help="also time 20 slices against one")
+    p.add_argument("--json", default=None, help="write the figures and per-stack rows here")
+    p.add_argument("--write-doc", action="store_true")
+    args = p.parse_args(argv)
+
+    stacks = lidc_stacks(args.split, args.min_slices)
+    chosen = stacks
+    if args.limit:
+        chosen = [stacks[i] for i in np.unique(np.linspace(0, len(stacks) - 1, args.limit)
+                                               .round().astype(int))]
+    seg = Segmenter.load(args.weights, device="cpu")
+    summary, rows = evaluate(seg, chosen, args.n, args.steps)
+    summary["min_slices"] = args.min_slices
+    cost_ = cost(seg, stacks, args.n, args.steps) if args.cost else {}
+    command = "python benchmarks/evaluate_volumes.py " + " ".join(argv or sys.argv[1:])
+    text = report(summary, rows, cost_, command.strip())
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"summary": summary, "cost": cost_, "stacks": [
+            {k: v for k, v in r.items() if not k.startswith(("slice_dice", "sample_", "reader_"))}
+            for r in rows]}, indent=2))
+    if args.write_doc:
+        print(f"written to {write_section('volumes', text)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
