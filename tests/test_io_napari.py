@@ -102,5 +102,6 @@ def test_new_labels_layer_saves_with_source_geometry(make_napari_viewer, tmp_pat
 
     [seg_path] = write_labels_dicom_seg(str(tmp_path / "drawn.dcm"), labels.data, labels._get_state())
     seg = pydicom.dcmread(seg_path)
-    ref = seg.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0].SourceImageSequence[0]
+    [k] = [k for k, frame in enumerate(seg.pixel_array) if frame.any()]  # every frame is written
+    ref = seg.PerFrameFunctionalGroupsSequence[k].DerivationImageSequence[0].SourceImageSequence[0]
     assert ref.ReferencedSOPInstanceUID == image.metadata["ambiseg"]["sop_instance_uids"][2]

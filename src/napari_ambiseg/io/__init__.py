@@ -7,8 +7,9 @@ Windows: :data:`CT_PRESETS`, :func:`preset_limits`, :func:`apply_window_preset`.
 Model input: :mod:`.preprocess`.
 """
 
-from .dicom_seg import write_dicom_seg
+from .dicom_seg import write_dicom_seg, write_fractional_seg
 from .reader import read_image
+from .seg_read import read_dicom_seg
 from .sniff import can_read
 from .volume import METADATA_KEY, MedicalImage
 from .windows import CT_PRESETS, apply_window_preset, parse_windows, preset_limits, window_to_limits
@@ -23,9 +24,11 @@ __all__ = [
     "can_read",
     "parse_windows",
     "preset_limits",
+    "read_dicom_seg",
     "read_image",
     "reference_from_layer",
     "window_to_limits",
     "write_dicom_seg",
+    "write_fractional_seg",
     "write_labels",
 ]

@@ -23,6 +23,7 @@ import SimpleITK as sitk
 from ..errors import ReadError
 from .dicom_file import orientation_matrix, read_dicom_dataset, read_dicom_file
 from .dicom_tags import check_is_image, integer_dtype_for, key_tags, layer_name, rescale_params
+from .seg_read import is_dicom_seg, read_dicom_seg
 from .sitk_io import quiet_itk
 from .volume import MedicalImage
 from .windows import parse_windows
@@ -84,6 +85,7 @@ def read_dicom_folder(folder: str | os.PathLike) -> list[MedicalImage]:
                         f"({'; '.join(problems)})")
     for p in problems:
         warnings.warn(f"Skipped one series in {name}: {p}", stacklevel=2)
+    images.sort(key=lambda im: "dicom_seg" in im.metadata)  # SEG layers above the images
     _unique_names(images)
     return images
 
@@ -150,6 +152,8 @@ def read_series(files: list[str]) -> list[MedicalImage]:
     headers = [read_dicom_dataset(files[0], stop_before_pixels=True)]
     headers += [read_dicom_dataset(f, stop_before_pixels=True, specific_tags=SLICE_TAGS) for f in files[1:]]
     first = headers[0]
+    if is_dicom_seg(first):  # our own (or another tool's) segmentation: labels on its source grid
+        return [im for f in files for im in read_dicom_seg(f)]
     check_is_image(first, files[0])
     desc = layer_name(first, os.path.dirname(files[0]))
     if len(files) == 1 or int(first.get("NumberOfFrames", 1) or 1) > 1 or \

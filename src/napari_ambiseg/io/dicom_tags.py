@@ -29,9 +29,12 @@ _DECODER_PACKAGES = {
     "1.2.840.10008.1.2.5": "pylibjpeg pylibjpeg-rle",  # RLE
 }
 
+#: Segmentation (BINARY/FRACTIONAL) and Label Map Segmentation SOP classes: read by io/seg_read.py
+SEG_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
+
 _NOT_IMAGES = {
-    "1.2.840.10008.5.1.4.1.1.66.4": "a DICOM-SEG segmentation, not an image: open the image "
-    "series it was drawn on instead",
+    **{uid: "a DICOM-SEG segmentation, not an image: open it with File > Open (or "
+       "napari_ambiseg.io.read_image), which reads it as labels" for uid in SEG_SOP_CLASSES},
     "1.2.840.10008.5.1.4.1.1.481.3": "an RT Structure Set (contours), not an image: open the "
     "image series it refers to instead",
 }

@@ -9,6 +9,7 @@ from ..errors import AmbisegError, ReadError
 from .dicom_file import read_dicom_file
 from .dicom_series import read_dicom_folder
 from .raster import read_raster
+from .seg_read import is_dicom_seg_file, read_dicom_seg
 from .sitk_io import read_volume, suffix_of
 from .sniff import content_kind, extension_kind
 from .volume import MedicalImage
@@ -24,7 +25,7 @@ def _read_file(path: str) -> list[MedicalImage]:
         raise ReadError(f"Cannot open {name}: the file is empty (0 bytes).")
     kind = by_content or by_ext
     if kind == "dicom":
-        return [read_dicom_file(path)]
+        return read_dicom_seg(path) if is_dicom_seg_file(path) else [read_dicom_file(path)]
     if kind == "raster":
         return [read_raster(path)]
     if kind in _VOLUME_KINDS:

@@ -36,11 +36,14 @@ def write_ct_series(
     volume: np.ndarray | Callable[[int], np.ndarray] | None = None,
     seed: int = 0,
     study_uid: str | None = None,
+    orientation: tuple[float, ...] = (1, 0, 0, 0, 1, 0),
 ) -> list[Path]:
     """Write a CT series; ``spacing``/``origin`` are (z, y, x) in mm; returns files in z order.
 
     ``volume`` is the stored int16 array (z, y, x) or a function slice index -> 2D array
     (used by the benchmark to avoid holding the whole volume); default :func:`ramp_volume`.
+    ``orientation`` is the ImageOrientationPatient (row, column cosines); slice ``k`` lies at
+    ``origin + k * spacing[0] * normal`` with ``origin`` as (z, y, x) LPS.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -59,7 +62,8 @@ def write_ct_series(
     template.Rows, template.Columns = ny, nx
     template.PixelSpacing = [spacing[1], spacing[2]]
     template.SliceThickness = spacing[0]
-    template.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    template.ImageOrientationPatient = [float(v) for v in orientation]
+    normal = np.cross(np.asarray(orientation[:3], float), np.asarray(orientation[3:], float))
     template.RescaleSlope, template.RescaleIntercept = 1, intercept
     template.BitsAllocated, template.BitsStored, template.HighBit = 16, 16, 15
     template.PixelRepresentation = 1
@@ -74,8 +78,8 @@ def write_ct_series(
         ds.file_meta = template.file_meta.copy()
         ds.SOPInstanceUID = generate_uid()
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.ImagePositionPatient = [origin[2], origin[1], origin[0] + k * spacing[0]]
-        ds.SliceLocation = origin[0] + k * spacing[0]
+        ds.ImagePositionPatient = [float(v) for v in np.add(origin[::-1], k * spacing[0] * normal).round(6)]
+        ds.SliceLocation = float(origin[0] + k * spacing[0] * normal[2])
         ds.InstanceNumber = nz - k
         ds.PixelData = np.ascontiguousarray(get_slice(k), dtype=np.int16).tobytes()
         path = folder / names[k]

@@ -84,7 +84,7 @@ class MedicalImage:
         (and no pixel data).
         """
         keep = ("source", "source_files", "sop_instance_uids", "frame_order", "tags",
-                "windows", "photometric", "frame_time_ms", "warnings")
+                "windows", "photometric", "frame_time_ms", "warnings", "segment_labels")
         return {
             "modality": self.modality,
             "model_modality": self.model_modality,
