@@ -63,17 +63,19 @@ def test_end_to_end_tiny_model_outputs_aligned_with_scaled_source(make_napari_vi
     got = outputs(viewer, src)
     assert set(got) == {"samples", "agreement", "uncertainty"}
     samples, agreement, unc = got["samples"], got["agreement"], got["uncertainty"]
-    assert samples.data.shape == (4, 64, 64)
-    np.testing.assert_allclose(samples.scale, (1, *SCALE))
-    np.testing.assert_allclose(samples.translate, (0, *TRANSLATE))
+    # (sample, slice, y, x): a 2D result's samples get a one-slice axis, so the sample axis
+    # is never a volume's slice axis (tests/test_widgets_mixed.py)
+    assert samples.data.shape == (4, 1, 64, 64) and L.is_flat(samples)
+    np.testing.assert_allclose(samples.scale, (1, L.FLAT_SCALE, *SCALE))
+    np.testing.assert_allclose(samples.translate, (0, 0, *TRANSLATE))
     for layer in (agreement, unc):
         assert layer.data.shape == (64, 64)
         np.testing.assert_allclose(layer.scale, SCALE)
         np.testing.assert_allclose(layer.translate, TRANSLATE)
-    assert samples.contour == 1 and samples.axis_labels[0] == "sample"
+    assert samples.contour == 1 and samples.axis_labels == ("sample", "z", "y", "x")
     assert tuple(agreement.contrast_limits) == (0.0, 1.0) and agreement.data.max() <= 1.0
     assert not unc.visible
-    np.testing.assert_allclose(agreement.data, (samples.data > 0).mean(0), atol=1e-6)
+    np.testing.assert_allclose(agreement.data, L.sample_masks(samples).mean(0), atol=1e-6)
     # stacking: source, uncertainty, agreement, samples (contours on top)
     names = [la.name for la in viewer.layers]
     assert names == ["ct", "ct uncertainty", "ct agreement", "ct samples"]
@@ -92,8 +94,8 @@ def test_click_prompt_is_mapped_through_the_source_geometry(make_napari_viewer, 
     # the representative of the largest mode is a disk centred on the click, in world space
     samples = outputs(viewer, src)["samples"]
     k = w.last_outputs.modes[0].representative
-    centre = np.argwhere(samples.data[k] > 0).mean(0)
-    np.testing.assert_allclose(samples.data_to_world((k, *centre))[1:], world, atol=1e-6)
+    centre = np.argwhere(L.sample_masks(samples)[k]).mean(0)
+    np.testing.assert_allclose(samples.data_to_world((k, 0, *centre))[2:], world, atol=1e-6)
 
 
 class FakeMouse:
@@ -280,3 +282,32 @@ def test_ct_window_presets_are_one_click(make_napari_viewer):
     w.window.textActivated.emit("bone")
     assert tuple(src.contrast_limits) == (-500.0, 1300.0)
     assert "bone" in w.status.text()
+
+
+def test_a_refused_request_replaces_the_last_runs_status(make_napari_viewer, qtbot):
+    """Issue 12 item 5: the status shows why a request was refused, not the last result."""
+    viewer = make_napari_viewer()
+    src = viewer.add_image(ct_like(), name="ct")
+    w = dock(viewer, ScriptedSegmenter())
+    run(qtbot, w)
+    assert "16 samples" in w.status.text()
+
+    empty = viewer.add_points(name="no points")
+    w.where.set_value(empty)
+    assert w.run() is None
+    assert w.status.text() == "Not started: Points layer 'no points' has no points: add one " \
+                              "on the image."
+    w.where.set_value("centre")
+    run(qtbot, w)
+    assert "16 samples" in w.status.text()
+
+    movie = viewer.add_image(np.zeros((2, 3, 32, 32), np.float32), name="4d")
+    w.image.set_value(movie)
+    assert w.run() is None
+    assert w.status.text().startswith("Not started: '4d' has 4 spatial axes")
+    assert "16 samples" not in w.status.text()
+
+    viewer.layers.remove(movie)
+    viewer.layers.remove(src)
+    viewer.layers.remove(empty)
+    assert w.run() is None and w.status.text().startswith("Not started: Open an image first")

@@ -104,10 +104,15 @@ def _button(text: str, slot) -> QPushButton:
     return b
 
 
-def notify_error(exc: BaseException) -> None:
-    """Show an error as a napari notification: our own errors by their message alone."""
-    from napari.utils.notifications import show_error
-
+def error_text(exc: BaseException) -> str:
+    """An error in one line for the user: our own errors by their message alone."""
     from ..errors import AmbisegError
 
-    show_error(str(exc) if isinstance(exc, AmbisegError) else f"{type(exc).__name__}: {exc}")
+    return str(exc) if isinstance(exc, AmbisegError) else f"{type(exc).__name__}: {exc}"
+
+
+def notify_error(exc: BaseException) -> None:
+    """Show an error as a napari notification (see `error_text`)."""
+    from napari.utils.notifications import show_error
+
+    show_error(error_text(exc))

@@ -146,7 +146,7 @@ class GalleryWidget(QWidget):
     def _planes(self, samples, info, source):
         """The source plane the sampler was prompted on, the samples' masks there, window."""
         data = source.data[0] if getattr(source, "multiscale", False) else source.data
-        masks = np.asarray(samples.data) > 0
+        masks = L.sample_masks(samples)
         if info.get("z0") is not None:
             data = data[info["z0"] + info["key"]]
             masks = masks[:, info["key"]]
@@ -186,16 +186,23 @@ class GalleryWidget(QWidget):
 
     # ------------------------------------------------------------------ show
     def select(self, k: int, show: bool = True) -> None:
-        """Select sample `k`; with `show`, move the viewer's sample slider to it."""
+        """Select sample `k`; with `show`, move the viewer's sample slider to it (and, for a
+        slab of a volume shown off its slices, the slice slider to the prompt's slice)."""
         self.selected = int(k)
         if k in self.buttons:
             self.buttons[k].setChecked(True)
         cur = self.current()
         if show and cur is not None:
-            samples = cur[0]
+            samples, info = cur[0], cur[1]
             samples.visible = True
-            axis = self.viewer.dims.ndim - samples.ndim
-            self.viewer.dims.set_point(axis, float(k))
+            dims = self.viewer.dims
+            axis = dims.ndim - samples.ndim  # the samples layer's own sample axis
+            dims.set_point(axis, float(k))
+            if info.get("z0") is not None:
+                here = samples.world_to_data(np.asarray(dims.point)[axis:])[1]
+                if not 0 <= round(here) < samples.data.shape[1]:
+                    dims.set_point(axis + 1, samples.data_to_world(
+                        (k, info["key"]) + (0,) * (samples.ndim - 2))[1])
             self.status.setText(f"Showing sample {k}.")
 
     # ------------------------------------------------------------------ adopt
@@ -205,7 +212,7 @@ class GalleryWidget(QWidget):
         if cur is None:
             return None
         k = self.selected if k is None else int(k)
-        return self._adopt(np.asarray(cur[0].data)[k] > 0, f"sample {k}")
+        return self._adopt(L.sample_masks(cur[0])[k], f"sample {k}")
 
     def adopt_mode(self, rank: int):
         """Adopt the representative of mode `rank` (1 = most frequent)."""
@@ -214,7 +221,7 @@ class GalleryWidget(QWidget):
             return None
         k = cur[1]["modes"][rank - 1][0]
         self.select(k)
-        return self._adopt(np.asarray(cur[0].data)[k] > 0, f"mode {rank} (sample {k})")
+        return self._adopt(L.sample_masks(cur[0])[k], f"mode {rank} (sample {k})")
 
     def adopt_consensus(self, threshold: float | None = None):
         """Adopt the pixels marked by at least `threshold` of the samples."""
@@ -222,7 +229,7 @@ class GalleryWidget(QWidget):
         if cur is None:
             return None
         t = self.threshold.value() if threshold is None else float(threshold)
-        agreement = (np.asarray(cur[0].data) > 0).mean(0)
+        agreement = L.sample_masks(cur[0]).mean(0)
         return self._adopt((agreement >= t) & (agreement > 0), f"consensus >= {t:.2f}")
 
     def confirm(self, target) -> bool:
@@ -244,7 +251,7 @@ class GalleryWidget(QWidget):
             full = L.embed(mask, L.spatial_shape(source), info.get("z0"))
             target = self.target.value()
             if target == "new":
-                layer = L.adopt_new(self.viewer, source, full)
+                layer = L.adopt_new(self.viewer, source, full, what=what)
                 text = f"Adopted {what} as '{layer.name}' ({int(full.sum())} pixels)."
             else:
                 if tuple(target.data.shape) != full.shape or not (
@@ -257,6 +264,7 @@ class GalleryWidget(QWidget):
                     return None
                 label = L.next_label(target)
                 written, kept = L.write_where_empty(target, full, label)
+                L.mark_adopted(target, source, what)
                 layer = target
                 text = (f"Adopted {what} into '{target.name}' as label {label}: {written} "
                         f"pixels written, {kept} painted pixels kept.")

@@ -2,19 +2,34 @@
 
 Pure functions over napari layers (no Qt widgets). Every output layer carries
 ``metadata["ambiseg_output"] = {"source": <source layer unique id>, "source_name", "kind", ...}``
-so a re-run replaces the outputs of the same image, and the gallery finds them.
+so a re-run replaces the outputs of the same image, and the gallery finds them; and, like
+every layer made here, ``metadata["ambiseg"]``: a copy of its source's geometry record
+(contract C1), so it can be saved on the source's grid after the source is closed.
+
+Axes: a samples layer is always (sample, slice, y, x). napari aligns layers' axes from the
+right, so a 2D result's samples get a one-slice axis ("flat": True in the record) that keeps
+their sample axis off the slice axis of any volume in the viewer. That slice is
+`FLAT_SCALE` thick (shown at every slice, like the 2D image itself) and sits inside the other
+layers' slice range (`park_flat`), so it adds no steps to the slice slider.
 """
 
 from __future__ import annotations
 
+import copy
+import weakref
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 
+from ..io import METADATA_KEY, reference_from_layer
 from .engine import Outputs
 
 KEY = "ambiseg_output"
+ADOPTED = "ambiseg_adopted"
 KINDS = ("samples", "agreement", "uncertainty")
+SAMPLE_AXIS = "sample"
+FLAT_SCALE = 1e6  # world units: thicker than any stack of slices a viewer will show
 
 
 # ------------------------------------------------------------------------------ identity
@@ -40,6 +55,17 @@ def outputs_of(layers, source) -> dict[str, Any]:
             if (info := output_info(layer)) and info.get("source") == sid}
 
 
+def is_flat(layer) -> bool:
+    """A 2D result's samples layer (sample, one slice, y, x)."""
+    return bool((output_info(layer) or {}).get("flat"))
+
+
+def sample_masks(samples_layer) -> np.ndarray:
+    """(N, *spatial) bool masks of a samples layer (a 2D result's one-slice axis dropped)."""
+    masks = np.asarray(samples_layer.data) > 0
+    return masks[:, 0] if is_flat(samples_layer) else masks
+
+
 def find_source(layers, info: dict[str, Any]):
     """The source layer of an output record (by id, then by name), or None."""
     for layer in layers:
@@ -59,6 +85,44 @@ def spatial_shape(layer) -> tuple[int, ...]:
     return shape[:-1] if getattr(layer, "rgb", False) else shape
 
 
+def reference_of(source, z0: int | None = None) -> dict[str, Any]:
+    """A deep copy of the source's geometry record (C1) for a layer made from it: the
+    reader's ``metadata["ambiseg"]`` when it describes this grid, else one built from the
+    layer's scale and translate by io (flagged as assumed there). With `z0`, the layer holds
+    only slices z0.. of the source (a slab)."""
+    shape = spatial_shape(source)
+    meta = source.metadata.get(METADATA_KEY) if isinstance(source.metadata, dict) else None
+    if (isinstance(meta, dict) and "geometry" in meta
+            and [int(s) for s in meta.get("shape", ())] == list(shape)):
+        ref = copy.deepcopy(meta)
+    else:
+        nd = len(shape)
+        ref = reference_from_layer(shape, [float(s) for s in source.scale[-nd:]],
+                                   [float(t) for t in source.translate[-nd:]])
+    ref.pop("z0", None)
+    if z0 is not None:
+        ref["z0"] = int(z0)
+    return ref
+
+
+def _default_labels(n: int) -> tuple[str, ...]:
+    return tuple(str(i) for i in range(-n, 0))
+
+
+def axis_names(source) -> tuple[str, ...]:
+    """Names of the source's spatial axes: its own axis labels when set, else the reader's
+    axes (z or t, y, x), else z, y, x."""
+    nd = len(spatial_shape(source))
+    labels = tuple(str(a) for a in source.axis_labels)[-nd:]
+    if labels != _default_labels(nd):
+        return labels
+    meta = source.metadata.get(METADATA_KEY) if isinstance(source.metadata, dict) else None
+    axes = meta.get("axes") if isinstance(meta, dict) else None
+    if axes and len(axes) == nd:
+        return tuple(str(a) for a in axes)
+    return ("z", "y", "x")[-nd:]
+
+
 def _embed_matrix(m: np.ndarray, lead: int) -> np.ndarray:
     out = np.eye(m.shape[0] + lead)
     out[lead:, lead:] = m
@@ -74,13 +138,23 @@ def _shear_matrix(shear, nd: int) -> np.ndarray:
     return m
 
 
-def geometry(source, lead: int = 0, z0: int | None = None) -> dict[str, Any]:
+def geometry(source, lead: int = 0, z0: int | None = None,
+             flat: tuple[str, float] | None = None) -> dict[str, Any]:
     """Layer kwargs putting data on the source's grid: scale, translate, (rotate, shear,
     affine when not identity), axis labels and units, with `lead` extra leading axes (sample
-    axis: scale 1, translate 0) and the first spatial axis starting at slice `z0`."""
+    axis: scale 1, translate 0) and the first spatial axis starting at slice `z0`.
+    `flat` = (name, world position) adds, after those, a one-slice axis `FLAT_SCALE` thick
+    (a 2D source's samples; see `flat_position`)."""
     from napari.utils.transforms import CompositeAffine
 
     nd = len(source.scale)
+    units = tuple(str(u) for u in source.units)
+    pre = {"scale": (1.0,) * lead, "translate": (0.0,) * lead,
+           "axis_labels": (SAMPLE_AXIS,) * lead, "units": ("pixel",) * lead}
+    if flat is not None:
+        for key, value in zip(pre, (FLAT_SCALE, float(flat[1]), str(flat[0]), units[0])):
+            pre[key] += (value,)
+        lead += 1
     rotate = np.asarray(source.rotate, dtype=float)
     shear = _shear_matrix(source.shear, nd)
     translate = np.asarray(source.translate, dtype=float).copy()
@@ -90,10 +164,10 @@ def geometry(source, lead: int = 0, z0: int | None = None) -> dict[str, Any]:
         translate += CompositeAffine(scale=source.scale, translate=np.zeros(nd), rotate=rotate,
                                      shear=shear, ndim=nd)(step)
     kw: dict[str, Any] = {
-        "scale": (1.0,) * lead + tuple(float(s) for s in source.scale),
-        "translate": (0.0,) * lead + tuple(float(t) for t in translate),
-        "axis_labels": ("sample",) * lead + tuple(source.axis_labels),
-        "units": ("pixel",) * lead + tuple(str(u) for u in source.units),
+        "scale": pre["scale"] + tuple(float(s) for s in source.scale),
+        "translate": pre["translate"] + tuple(float(t) for t in translate),
+        "axis_labels": pre["axis_labels"] + axis_names(source),
+        "units": pre["units"] + units,
     }
     if not np.allclose(rotate, np.eye(nd)):
         kw["rotate"] = _embed_matrix(rotate, lead)
@@ -115,6 +189,60 @@ def embed(mask: np.ndarray, shape: tuple[int, ...], z0: int | None) -> np.ndarra
     return full
 
 
+# ------------------------------------------------------------------------------ world axes
+def _slice_span(viewer) -> tuple[float, float] | None:
+    """World range of the slice axis (world axis -3) over the layers that have one, flat
+    samples layers excepted; None if no such layer."""
+    spans = [layer.extent.world[:, layer.ndim - 3] for layer in viewer.layers
+             if layer.ndim >= 3 and not is_flat(layer)]
+    if not spans:
+        return None
+    return float(min(s.min() for s in spans)), float(max(s.max() for s in spans))
+
+
+def flat_position(viewer) -> tuple[str, float]:
+    """(name, world position) of a 2D result's one-slice axis: the name the viewer already
+    gives its slice axis (else "z"), at the current slice if a volume is open there."""
+    dims, name, here = viewer.dims, "z", 0.0
+    if dims.ndim >= 3:
+        label = str(dims.axis_labels[dims.ndim - 3])
+        if label != SAMPLE_AXIS and label not in _default_labels(dims.ndim):
+            name = label
+        here = float(dims.point[dims.ndim - 3])
+    span = _slice_span(viewer)
+    return name, (0.0 if span is None else float(np.clip(here, *span)))
+
+
+def park_flat(viewer) -> None:
+    """Move 2D results' one-slice axis inside the other layers' slice range (volumes opened,
+    closed or moved since), so it never stretches the slice slider."""
+    span = _slice_span(viewer)
+    if span is None:
+        return
+    for layer in viewer.layers:
+        if is_flat(layer) and not span[0] <= layer.translate[1] <= span[1]:
+            translate = np.array(layer.translate, dtype=float)
+            translate[1] = flat_position(viewer)[1]
+            layer.translate = translate
+
+
+_PARKING: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def keep_flat_parked(viewer) -> None:
+    """Re-park 2D results whenever the viewer's ranges change (once per viewer)."""
+    if _PARKING.get(id(viewer)) is viewer:
+        return
+    _PARKING[id(viewer)] = viewer
+    ref = weakref.ref(viewer)
+
+    def on_range(*_) -> None:
+        if (v := ref()) is not None:
+            park_flat(v)
+
+    viewer.dims.events.range.connect(on_range)
+
+
 # ------------------------------------------------------------------------------ outputs
 MODE_COLORS = ("cyan", "magenta", "yellow", "lime", "orange", "deepskyblue", "red")
 
@@ -126,6 +254,29 @@ def mode_colormap():
     colors = {0: "transparent", None: "white"}
     colors.update({rank: c for rank, c in enumerate(MODE_COLORS, start=1)})
     return DirectLabelColormap(color_dict=colors)
+
+
+# Agreement heatmap, a brightened plasma: 0 clear; any agreement > 0 at least a light blue
+# at alpha 0.7 (1 sample of 64 shows on a lung window's black air and on gray tissue), then
+# magenta, orange and yellow, rising in luminance and opacity with the fraction of samples.
+AGREEMENT_COLORS = (  # (value, (r, g, b, alpha))
+    (0.0, (0.0, 0.0, 0.0, 0.0)),
+    (1 / 256, (0.30, 0.52, 1.00, 0.70)),
+    (0.35, (1.00, 0.40, 1.00, 0.72)),
+    (0.65, (1.00, 0.60, 0.10, 0.76)),
+    (1.0, (1.00, 0.95, 0.30, 0.80)),
+)
+
+
+def agreement_colormap():
+    """The agreement heatmap's colormap (see AGREEMENT_COLORS); use at layer opacity 1."""
+    from napari.utils.colormaps import Colormap
+
+    controls, colors = zip(*AGREEMENT_COLORS)
+    return Colormap(colors=np.array(colors), controls=np.array(controls),
+                    name="ambiseg agreement", display_name="agreement (0 clear)")
+
+
 def _transparent_floor(name: str):
     """A named colormap whose value 0 is fully transparent (blends over the image)."""
     from napari.utils.colormaps import Colormap, ensure_colormap
@@ -135,25 +286,30 @@ def _transparent_floor(name: str):
     return Colormap(colors=colors, name=f"ambiseg {name}", display_name=f"{name} (0 clear)")
 
 
-def output_data(source, out: Outputs) -> dict[str, tuple[Any, dict[str, Any], str]]:
+def output_data(source, out: Outputs, flat_at: tuple[str, float] = ("z", 0.0)
+                ) -> dict[str, tuple[Any, dict[str, Any], str]]:
     """napari LayerData tuples {kind: (data, kwargs, layer_type)} for `out` on the source's
     grid. Inserted one after the other just above the source, they stack as source,
-    uncertainty, agreement, samples (contours drawn on top)."""
-    lead_geo, geo = geometry(source, 1, out.z0), geometry(source, 0, out.z0)
+    uncertainty, agreement, samples (contours drawn on top). A 2D result's samples get a
+    one-slice axis at `flat_at` = (name, world position) (see `flat_position`)."""
+    flat = out.z0 is None
+    samples = out.labelled()[:, None] if flat else out.labelled()
+    lead_geo = geometry(source, 1, out.z0, flat=flat_at if flat else None)
+    geo = geometry(source, 0, out.z0)
     base = {"source": source_id(source), "source_name": source.name, **out.describe()}
 
-    def meta(kind: str) -> dict[str, Any]:
-        return {KEY: {**base, "kind": kind}}
+    def meta(kind: str, **extra) -> dict[str, Any]:
+        return {KEY: {**base, "kind": kind, **extra}, METADATA_KEY: reference_of(source, out.z0)}
 
-    heat = {"contrast_limits": (0.0, 1.0), "blending": "translucent", "opacity": 0.6}
+    heat = {"contrast_limits": (0.0, 1.0), "blending": "translucent"}
     return {
-        "samples": (out.labelled(), {"name": f"{source.name} samples", "opacity": 0.9,
-                                     "metadata": meta("samples"), **lead_geo}, "labels"),
+        "samples": (samples, {"name": f"{source.name} samples", "opacity": 0.9,
+                              "metadata": meta("samples", flat=flat), **lead_geo}, "labels"),
         "agreement": (out.agreement, {"name": f"{source.name} agreement",
-                                      "colormap": _transparent_floor("inferno"),
+                                      "colormap": agreement_colormap(), "opacity": 1.0,
                                       "metadata": meta("agreement"), **heat, **geo}, "image"),
         "uncertainty": (out.entropy, {"name": f"{source.name} uncertainty",
-                                      "colormap": _transparent_floor("viridis"),
+                                      "colormap": _transparent_floor("viridis"), "opacity": 0.6,
                                       "visible": False, "metadata": meta("uncertainty"),
                                       **heat, **geo}, "image"),
     }
@@ -202,7 +358,10 @@ def replace_outputs(viewer, source, out: Outputs) -> dict[str, Any]:
     layers = viewer.layers
     old = outputs_of(layers, source)
     shown = {}
-    for kind, (data, kwargs, layer_type) in output_data(source, out).items():
+    if out.z0 is None:
+        keep_flat_parked(viewer)
+    for kind, (data, kwargs, layer_type) in output_data(source, out,
+                                                         flat_position(viewer)).items():
         prev = old.get(kind)
         if isinstance(prev, classes[layer_type]) and prev.ndim == data.ndim:
             _update(prev, data, kwargs)
@@ -224,14 +383,31 @@ def replace_outputs(viewer, source, out: Outputs) -> dict[str, Any]:
 
 def read_outputs(samples_layer) -> dict[str, Any]:
     """What the gallery needs from a samples layer: masks (N, ...) bool and its record."""
-    info = output_info(samples_layer) or {}
-    data = np.asarray(samples_layer.data)
-    return {"masks": data > 0, "info": info}
+    return {"masks": sample_masks(samples_layer), "info": output_info(samples_layer) or {}}
 
 
 # ------------------------------------------------------------------------------ adoption
-def adopt_new(viewer, source, mask: np.ndarray, name: str | None = None, label: int = 1):
-    """A new editable Labels layer on the source's grid holding `mask` as `label`.
+def adoption_record(source, what: str) -> dict[str, str]:
+    """metadata["ambiseg_adopted"] (C4): what was adopted from which image, and when."""
+    return {"source_name": str(source.name), "what": str(what),
+            "time": datetime.now().astimezone().isoformat(timespec="seconds")}
+
+
+def mark_adopted(labels, source, what: str) -> None:
+    """Record an adoption from `source` on `labels`: its geometry (C1) unless the layer has
+    a read one of its own, and the adoption record (C4)."""
+    meta = dict(labels.metadata) if isinstance(labels.metadata, dict) else {}
+    own = meta.get(METADATA_KEY)
+    if not isinstance(own, dict) or "geometry" not in own or own.get("assumed"):
+        meta[METADATA_KEY] = reference_of(source)
+    meta[ADOPTED] = adoption_record(source, what)
+    labels.metadata = meta
+
+
+def adopt_new(viewer, source, mask: np.ndarray, name: str | None = None, label: int = 1,
+              what: str = "mask"):
+    """A new editable Labels layer on the source's grid holding `mask` as `label`, carrying
+    the source's geometry and the adoption record (`what` was adopted).
 
     The mask is written through the layer's edit history, so napari's undo (Ctrl+Z on the
     layer) takes the adoption back.
@@ -243,7 +419,8 @@ def adopt_new(viewer, source, mask: np.ndarray, name: str | None = None, label: 
     if mask.shape != shape:
         raise ValueError(f"mask of shape {mask.shape} does not fit {source.name} {shape}")
     labels = Labels(np.zeros(shape, dtype=np.uint16), name=name or f"{source.name} labels",
-                    **{k: v for k, v in geometry(source).items()})
+                    **geometry(source))
+    mark_adopted(labels, source, what)
     viewer.layers.insert(viewer.layers.index(source) + 1, labels)
     write_where_empty(labels, mask, label)
     labels.selected_label = label

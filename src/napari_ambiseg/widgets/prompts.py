@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import InputError
 from .engine import Prompt, Request
-from .layers import spatial_shape
+from .layers import axis_names, spatial_shape
 
 CLINICAL = ("CT", "MR", "US")
 
@@ -31,9 +31,21 @@ def world_to_source(viewer, source, world) -> np.ndarray:
 
 
 def current_slice(viewer, source) -> int:
-    """The source's first-axis index at the viewer's current position (clipped)."""
-    z = world_to_source(viewer, source, viewer.dims.point)[0]
-    return int(np.clip(round(z), 0, spatial_shape(source)[0] - 1))
+    """The slice of the volume `source` that the viewer shows (the one napari draws: the
+    nearest). Raises InputError when the viewer's position lies outside the volume: the
+    canvas does not show it, so no slice of it is sampled silently."""
+    z = int(round(world_to_source(viewer, source, viewer.dims.point)[0]))
+    depth = spatial_shape(source)[0]
+    if 0 <= z < depth:
+        return z
+    axis = viewer.dims.ndim - source.ndim
+    name = str(viewer.dims.axis_labels[axis])
+    if name.lstrip("-").isdigit():  # napari's default label: the axis' own name
+        name = axis_names(source)[0]
+    lo, hi = sorted(source.extent.world[:, 0])
+    raise InputError(f"The viewer is at {name} = {viewer.dims.point[axis]:g}, outside "
+                     f"'{source.name}' (its {depth} slices span {lo:g} to {hi:g}): move the "
+                     f"{name} slider onto it first.")
 
 
 def _pick(layer) -> int:

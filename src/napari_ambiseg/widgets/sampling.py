@@ -15,10 +15,10 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel,
                             QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
-from ..errors import Cancelled
+from ..errors import Cancelled, InputError
 from ..io.windows import CT_PRESETS, apply_window_preset
 from . import layers as L
-from ._qt import LayerChoice, PathField, notify_error
+from ._qt import LayerChoice, PathField, error_text, notify_error
 from .engine import Outputs, sampling_job
 from .prompts import build_request, current_slice
 from .settings import DEVICES, load_defaults
@@ -179,7 +179,10 @@ class SamplingWidget(QWidget):
         source = self._volume()
         if source is not None:
             depth = L.spatial_shape(source)[0]
-            z = current_slice(self.viewer, source)
+            try:
+                z = current_slice(self.viewer, source)
+            except InputError:  # the viewer is elsewhere: a range around the middle
+                z = depth // 2
             for spin, value in ((self.z_from, z - 2), (self.z_to, z + 2)):
                 spin.setMaximum(depth - 1)
                 spin.setValue(max(0, min(value, depth - 1)))
@@ -221,8 +224,6 @@ class SamplingWidget(QWidget):
     # ------------------------------------------------------------------ run / cancel
     def request(self):
         """(source layer, engine `Request`) from the current choices."""
-        from ..errors import InputError
-
         source = self.image.value()
         if source is None:
             raise InputError("Open an image first (File > Open, or File > Open Sample > AmbiSeg).")
@@ -244,6 +245,7 @@ class SamplingWidget(QWidget):
             source, req = self.request()
         except Exception as e:  # noqa: BLE001 - the user's input: say what is wrong
             self.last_error = e
+            self.status.setText(f"Not started: {error_text(e)}")  # not the last run's result
             notify_error(e)
             return None
         self.last_error = None
@@ -307,7 +309,7 @@ class SamplingWidget(QWidget):
             self.status.setText("Cancelled.")
             show_info("AmbiSeg: sampling cancelled")
         else:
-            self.status.setText(f"Failed: {exc}")
+            self.status.setText(f"Failed: {error_text(exc)}")
             notify_error(exc)
 
     def _on_aborted(self) -> None:
