@@ -242,3 +242,13 @@ def test_real_seg_from_another_tool():
     np.testing.assert_allclose(liver.origin, (-128.69, -226.8, -235.2))
     assert liver.reference()["segment_labels"] == {"1": "Liver"}
     assert any("not found beside it" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "eCT_Supplemental.dcm"])
+def test_fractional_seg_on_a_slice_and_a_multiframe_source(tmp_path, name):
+    source = shutil.copy(get_testdata_file(name), tmp_path / name)
+    [image] = read_image(source)
+    agreement = np.random.default_rng(2).random(image.data.shape).astype(np.float32)
+    [back] = read_image(write_fractional_seg(agreement, tmp_path / "map.dcm", image.reference())[0])
+    assert np.abs(back.data - agreement).max() <= 1 / 255
+    assert_same_grid(back, image)
