@@ -19,6 +19,12 @@ def lidc_dir() -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _recovery_dir(tmp_path_factory, monkeypatch):
+    """Crash-recovery snapshots made by tests go to a temporary folder, never the user's."""
+    monkeypatch.setenv("AMBISEG_RECOVERY_DIR", str(tmp_path_factory.mktemp("recovery")))
+
+
+@pytest.fixture(autouse=True)
 def _few_threads():
     """Keep tests polite on a 2-core machine shared with other work."""
     import torch

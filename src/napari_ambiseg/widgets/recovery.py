@@ -1,0 +1,348 @@
+"""Crash safety in napari: protect adopted labels, snapshot edits, offer to restore after a crash.
+
+* :func:`protect` (called after every adopt) snapshots a Labels layer at once, synchronously,
+  into this viewer's recovery session, and keeps it protected: a timer snapshots it again
+  every :data:`INTERVAL_MS` when it was painted, undone, renamed or moved since. The copy is
+  taken on the GUI thread, the compression and write happen on one background thread.
+* A protected layer the user removes is forgotten (closing it was a choice). Closing the
+  viewer normally ends the session and deletes its snapshots; a crash leaves them.
+* :class:`RecoveryBanner`, shown at the top of the docks, offers the labels of sessions that
+  ended unexpectedly: Restore (as Labels layers with their geometry and metadata, protected in
+  this session) or Discard.
+
+The files and their rules live in :mod:`napari_ambiseg.recovery`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import QObject, QTimer, Signal
+from qtpy.QtWidgets import (QApplication, QFrame, QHBoxLayout, QLabel, QMessageBox,
+                            QPushButton, QVBoxLayout, QWidget)
+
+from .. import recovery as R
+
+INTERVAL_MS = 30_000  # painting since the last snapshot is what a crash can lose
+EVENTS = ("paint", "data", "name", *R.TRANSFORM)
+
+
+def state_of(layer) -> R.LayerState:
+    """The recovery state of a napari Labels layer (its data is not copied here)."""
+    transform = {
+        "scale": [float(s) for s in layer.scale],
+        "translate": [float(t) for t in layer.translate],
+        "rotate": np.asarray(layer.rotate, dtype=float).tolist(),
+        "shear": np.asarray(layer.shear, dtype=float).tolist(),
+        "affine": np.asarray(layer.affine.affine_matrix, dtype=float).tolist(),
+        "axis_labels": [str(a) for a in layer.axis_labels],
+        "units": [str(u) for u in layer.units],
+    }
+    metadata = layer.metadata if isinstance(layer.metadata, dict) else {}
+    return R.LayerState(layer.name, layer.data, transform, metadata)
+
+
+def _history(layer) -> tuple[int, int]:
+    """Lengths of the layer's undo/redo stacks: they change on undo and redo, which napari
+    applies without a paint event."""
+    return (len(getattr(layer, "_undo_history", ())), len(getattr(layer, "_redo_history", ())))
+
+
+@dataclass
+class _Tracked:
+    layer: Any
+    key: str
+    dirty: bool = False
+    history: tuple[int, int] = (0, 0)
+
+
+class RecoveryController(QObject):
+    """The recovery session of one viewer: protected layers, timer, clean end."""
+
+    def __init__(self, viewer, parent: QObject | None = None):
+        super().__init__(parent)
+        self.viewer = viewer
+        self.session: R.Session | None = None
+        self.ended = False
+        self.last_error: BaseException | None = None
+        self._tracked: dict[int, _Tracked] = {}
+        self._pending: list[Future] = []
+        self._reported = False
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="ambiseg-recovery")
+        self.timer = QTimer(self)
+        self.timer.setInterval(INTERVAL_MS)
+        self.timer.timeout.connect(self.tick)
+        viewer.layers.events.removed.connect(self._on_removed)
+        window = getattr(getattr(viewer, "window", None), "_qt_window", None)
+        if window is not None:
+            window.destroyed.connect(self.end)
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.end)
+
+    # -------------------------------------------------------------- protect
+    def protected(self) -> list[Any]:
+        return [t.layer for t in self._tracked.values()]
+
+    def protect(self, layer) -> None:
+        """Snapshot `layer` now (returns when the file is written) and keep it protected."""
+        from napari.layers import Labels
+
+        if not isinstance(layer, Labels):
+            raise TypeError(f"'{layer.name}' is not a Labels layer: only labels are protected.")
+        if self.ended:
+            raise RuntimeError("the viewer is closing")
+        if self.session is None:
+            self.session = R.start_session()
+        tracked = self._tracked.get(id(layer))
+        if tracked is None:
+            tracked = _Tracked(layer, uuid.uuid4().hex)
+            for name in EVENTS:
+                if (emitter := getattr(layer.events, name, None)) is not None:
+                    emitter.connect(self._on_change)
+            self._tracked[id(layer)] = tracked
+        self._write(tracked).result()  # after any queued write of the same layer
+        self.timer.start()
+
+    def _write(self, tracked: _Tracked) -> Future:
+        prepared = R.prepare(tracked.key, state_of(tracked.layer))
+        tracked.dirty, tracked.history = False, _history(tracked.layer)
+        future = self._writer.submit(self.session.write, prepared)
+        self._pending.append(future)
+        return future
+
+    def _on_change(self, event) -> None:
+        tracked = self._tracked.get(id(event.source))
+        if tracked is not None:
+            tracked.dirty = True
+
+    def tick(self) -> None:
+        """Timer: snapshot the protected layers changed since their last snapshot."""
+        if self.session is None or self.ended:
+            return
+        self._check_writes()
+        self.session.heartbeat()
+        for tracked in list(self._tracked.values()):
+            if tracked.dirty or _history(tracked.layer) != tracked.history:
+                try:
+                    self._write(tracked)
+                except Exception as e:  # noqa: BLE001 - reported, the viewer keeps working
+                    self._report(e)
+
+    def flush(self) -> None:
+        """Wait for the queued snapshot writes (tests, clean end)."""
+        for future in list(self._pending):
+            future.exception()
+        self._check_writes()
+
+    def _check_writes(self) -> None:
+        done = [f for f in self._pending if f.done()]
+        self._pending = [f for f in self._pending if not f.done()]
+        for future in done:
+            if future.exception() is not None:
+                self._report(future.exception())
+
+    def _report(self, exc: BaseException) -> None:
+        self.last_error = exc
+        if not self._reported:  # once, not every 30 s
+            self._reported = True
+            from napari.utils.notifications import show_warning
+
+            show_warning(f"Recovery snapshots are failing ({exc}): save your labels.")
+
+    # -------------------------------------------------------------- forget / end
+    def _on_removed(self, event) -> None:
+        tracked = self._tracked.pop(id(event.value), None)
+        if tracked is None:
+            return
+        for name in EVENTS:
+            if (emitter := getattr(tracked.layer.events, name, None)) is not None:
+                emitter.disconnect(self._on_change)
+        if self.session is not None and not self.ended:
+            self._pending.append(self._writer.submit(self.session.forget, tracked.key))
+
+    def end(self, *_) -> None:
+        """The viewer closed normally: stop, finish the writes, delete the session."""
+        if self.ended:
+            return
+        self.ended = True
+        try:
+            self.timer.stop()
+        except RuntimeError:  # the Qt object is already gone
+            pass
+        try:
+            self.viewer.layers.events.removed.disconnect(self._on_removed)
+        except (RuntimeError, TypeError, ValueError):
+            pass
+        self._writer.shutdown(wait=True)
+        if self.session is not None:
+            self.session.end()
+        _CONTROLLERS.pop(id(self.viewer), None)
+
+
+_CONTROLLERS: dict[int, RecoveryController] = {}
+
+
+def controller(viewer) -> RecoveryController:
+    """The recovery controller of `viewer` (made on first use)."""
+    c = _CONTROLLERS.get(id(viewer))
+    if c is None or c.viewer is not viewer:
+        c = _CONTROLLERS[id(viewer)] = RecoveryController(viewer)
+    return c
+
+
+def protect(viewer, layer) -> bool:
+    """Snapshot `layer` now and on a timer while it changes. Never raises: a failure is a
+    warning notification (the labels stay in the viewer) and returns False."""
+    try:
+        controller(viewer).protect(layer)
+        return True
+    except Exception as e:  # noqa: BLE001 - crash safety must not break an adopt
+        from napari.utils.notifications import show_warning
+
+        show_warning(f"No recovery snapshot of '{layer.name}' could be written ({e}); "
+                     "save it soon.")
+        return False
+
+
+# ------------------------------------------------------------------------------ restore offer
+class Offers(QObject):
+    """The orphaned sessions of one recovery folder, found once, shared by every banner."""
+
+    changed = Signal()
+
+    def __init__(self, root: Path):
+        super().__init__()
+        self.root = root
+        self.sessions: list[R.OrphanedSession] = []
+        self.rescan()
+
+    def rescan(self) -> None:
+        try:
+            self.sessions = R.orphaned_sessions(self.root)
+        except OSError:
+            self.sessions = []
+        self.changed.emit()
+
+    def restore(self, orphan: R.OrphanedSession, viewer) -> list[Any]:
+        """Add the orphan's labels to `viewer` and protect them in its session; only then
+        delete their old snapshots (all of them kept if one layer could not be protected;
+        unreadable ones stay on offer for Discard)."""
+        from napari.layers import Layer
+        from napari.utils.notifications import show_info, show_warning
+
+        layer_data, problems = R.restore(orphan)
+        layers = [viewer.add_layer(Layer.create(*d)) for d in layer_data]
+        if all([protect(viewer, layer) for layer in layers]):
+            R.discard(orphan, only_restored=True)
+        self.sessions = R.orphaned_sessions(self.root)
+        names = ", ".join(f"'{la.name}'" for la in layers)
+        if layers:
+            show_info(f"Restored {len(layers)} labels layer(s): {names}. Save them to keep them.")
+        for p in problems:
+            show_warning(p)
+        self.changed.emit()
+        return layers
+
+    def discard(self, orphan: R.OrphanedSession) -> None:
+        R.discard(orphan)
+        self.sessions = R.orphaned_sessions(self.root)
+        self.changed.emit()
+
+
+_OFFERS: dict[Path, Offers] = {}
+
+
+def offers() -> Offers:
+    """The restore offers of the current recovery folder (scanned on first use)."""
+    root = R.recovery_root()
+    if root not in _OFFERS:
+        _OFFERS[root] = Offers(root)
+    return _OFFERS[root]
+
+
+def describe(orphan: R.OrphanedSession) -> str:
+    """One sentence for the banner."""
+    when = time.strftime("%d %b %H:%M", time.localtime(orphan.last_saved))
+    names = orphan.names
+    shown = ", ".join(f"'{n}'" for n in names[:2]) + (f" and {len(names) - 2} more"
+                                                      if len(names) > 2 else "")
+    n = len(names)
+    text = (f"Unsaved labels from a session that ended unexpectedly ({when}, "
+            f"{n} layer{'s' if n != 1 else ''}: {shown}).")
+    if orphan.problems:
+        text += f" {len(orphan.problems)} snapshot(s) cannot be read."
+    return text
+
+
+class RecoveryBanner(QFrame):
+    """Restore / Discard offer for each orphaned session; hidden when there is none."""
+
+    def __init__(self, viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = viewer
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.setStyleSheet("RecoveryBanner { border: 1px solid #d08c00; border-radius: 3px; }")
+        self._box = QVBoxLayout(self)
+        self._box.setContentsMargins(6, 4, 6, 4)
+        self.rows: list[tuple[QLabel, QPushButton, QPushButton]] = []
+        self.offers = offers()
+        self.offers.changed.connect(self.refresh)  # dropped by Qt when the banner is deleted
+        self.refresh()
+
+    def refresh(self) -> None:
+        while (item := self._box.takeAt(0)) is not None:
+            if item.widget() is not None:
+                item.widget().deleteLater()
+        self.rows = []
+        for orphan in self.offers.sessions:
+            text = QLabel(describe(orphan))
+            text.setWordWrap(True)
+            restore, discard = QPushButton("Restore"), QPushButton("Discard")
+            restore.setToolTip("Add these labels to this viewer as Labels layers, with their "
+                               "geometry")
+            discard.setToolTip("Delete these recovered labels for good")
+            restore.clicked.connect(lambda _=False, o=orphan: self.restore(o))
+            discard.clicked.connect(lambda _=False, o=orphan: self.discard(o))
+            buttons = QWidget()
+            row = QHBoxLayout(buttons)
+            row.setContentsMargins(0, 0, 0, 0)
+            row.addStretch(1)
+            row.addWidget(restore)
+            row.addWidget(discard)
+            self._box.addWidget(text)
+            self._box.addWidget(buttons)
+            self.rows.append((text, restore, discard))
+        self.setVisible(bool(self.rows))
+
+    def restore(self, orphan: R.OrphanedSession) -> list[Any]:
+        from ._qt import notify_error
+
+        try:
+            return self.offers.restore(orphan, self.viewer)
+        except Exception as e:  # noqa: BLE001 - report, never crash the viewer
+            notify_error(e)
+            return []
+
+    def confirm_discard(self, orphan: R.OrphanedSession) -> bool:
+        answer = QMessageBox.question(
+            self, "Discard recovered labels",
+            f"Delete {len(orphan.snapshots)} recovered labels layer(s) for good?")
+        return answer == QMessageBox.StandardButton.Yes
+
+    def discard(self, orphan: R.OrphanedSession) -> None:
+        from ._qt import notify_error
+
+        if not self.confirm_discard(orphan):
+            return
+        try:
+            self.offers.discard(orphan)
+        except Exception as e:  # noqa: BLE001
+            notify_error(e)
+
