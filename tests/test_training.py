@@ -39,24 +39,75 @@ def test_smoke_run_writes_everything(tmp_path):
     assert ck["step"] == 10
 
 
+class StopAt:
+    """should_stop that turns true at its `nth` call after the log row of `step` (or the first
+    event `arm(e)` accepts). Calls come between iterations and from the stop hooks inside
+    forward, backward and validation."""
+
+    def __init__(self, step: int = 0, nth: int = 1, arm=None):
+        self.nth, self.calls, self.armed, self.events = nth, 0, False, []
+        self.arm = arm or (lambda e: e["kind"] == "step" and e["step"] == step)
+
+    def callback(self, e):
+        self.events.append(e)
+        self.armed = self.armed or self.arm(e)
+
+    def __call__(self):
+        self.calls += self.armed
+        return self.calls >= self.nth
+
+
+def _log(path):
+    """log.csv rows without the wall-clock column."""
+    return [{k: v for k, v in r.items() if k != "time_s"} for r in csv.DictReader(open(path))]
+
+
+def _calls_per_iteration(cfg, tcfg, data, tmp_path):
+    counter = StopAt(step=1, nth=10**9)
+    train(cfg, tcfg, tmp_path, resume=False, train_data=data, callback=counter.callback,
+          should_stop=counter)
+    return counter.calls // (tcfg.iterations - 1)
+
+
 def test_exact_resume_after_interruption(tmp_path):
     data = two_mode_data(k=8)
-    cfg, tcfg = tiny_config(latent_dim=2), TrainConfig(iterations=12, **FAST)
+    cfg, tcfg = tiny_config(latent_dim=2), TrainConfig(iterations=12, **(FAST | {"log_every": 1}))
     straight = train(cfg, tcfg, tmp_path / "a", resume=False, train_data=data)["model"]
-    calls = {"n": 0}
-
-    def stop_after_7():
-        calls["n"] += 1
-        return calls["n"] > 7
-
-    with pytest.raises(Cancelled):
-        train(cfg, tcfg, tmp_path / "b", resume=False, train_data=data, should_stop=stop_after_7)
-    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["step"] == 7
-    resumed = train(cfg, tcfg, tmp_path / "b", resume=True, train_data=data)["model"]
-    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
-        assert torch.equal(a, b), k
+    per_iteration = _calls_per_iteration(cfg, tcfg, data, tmp_path / "count")
+    for name, nth, where in (("loop", 1, "between iterations"),
+                             ("forward", 3, "inside iteration 8"),
+                             ("backward", per_iteration - 2, "inside iteration 8")):
+        stop = StopAt(step=7, nth=nth)
+        with pytest.raises(Cancelled, match=where):
+            train(cfg, tcfg, tmp_path / name, resume=False, train_data=data,
+                  should_stop=stop, callback=stop.callback)
+        assert stop.events[-1] == {"kind": "cancelled", "step": 7, "total": 12, "where": where}
+        ck = torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)
+        assert ck["step"] == 7
+        resumed = train(cfg, tcfg, tmp_path / name, resume=True, train_data=data)["model"]
+        for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+            assert torch.equal(a, b), (name, k)
+        # the log is the uninterrupted run's, row for row
+        assert _log(tmp_path / name / "log.csv") == _log(tmp_path / "a" / "log.csv")
     with pytest.raises(InputError, match="another model config"):
-        train(tiny_config(), tcfg, tmp_path / "b", resume=True, train_data=data)
+        train(tiny_config(), tcfg, tmp_path / "loop", resume=True, train_data=data)
+
+
+def test_stop_during_validation_redoes_it_on_resume(tmp_path):
+    data = two_mode_data(k=8)
+    cfg = tiny_config()
+    tcfg = TrainConfig(iterations=8, val_size=2, val_n=2, **(FAST | {"val_every": 3,
+                                                                      "log_every": 2}))
+    train(cfg, tcfg, tmp_path / "a", resume=False, train_data=data, val_data=data)
+    stop = StopAt(nth=3, arm=lambda e: e.get("phase") == "validation")  # the one at step 3
+    with pytest.raises(Cancelled, match="during validation"):
+        train(cfg, tcfg, tmp_path / "b", resume=False, train_data=data, val_data=data,
+              should_stop=stop, callback=stop.callback)
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["step"] == 3
+    train(cfg, tcfg, tmp_path / "b", resume=True, train_data=data, val_data=data)
+    assert _log(tmp_path / "b" / "log.csv") == _log(tmp_path / "a" / "log.csv")
+    a, b = (load_weights(tmp_path / x / "best.safetensors")[0].state_dict() for x in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def _ddp_worker(rank, world, port, out, data):

@@ -1,4 +1,6 @@
-"""Training dock: a short run with a live plot, cancel with a resumable checkpoint, hand-over."""
+"""Training dock: a short run with a live plot, feedback before the first log row, cancel with a
+resumable checkpoint and the whole history on resume, "Add case" into a training run,
+hand-over to the sampler."""
 
 from __future__ import annotations
 
@@ -37,8 +39,8 @@ def dock(viewer, tmp_path, iterations):
     w.batch_size.setValue(4)
     w.val_every.setValue(3)
     w.device.setCurrentText("cpu")
-    w.extra = {"val_size": 2, "val_n": 2, "log_every": 1, "checkpoint_every": 2, "warmup": 2,
-               "threads": 1}
+    w.log_every.setValue(1)
+    w.extra = {"val_size": 2, "val_n": 2, "checkpoint_every": 2, "warmup": 2, "threads": 1}
     return w
 
 
@@ -80,7 +82,82 @@ def test_cancel_leaves_a_resumable_checkpoint(make_napari_viewer, qtbot, tmp_pat
     with qtbot.waitSignal(w.finished, timeout=120_000) as blocker:
         w.start()
     assert blocker.args[0]["step"] == stopped_at + 1
-    assert w.plot.loss[0][0] == stopped_at + 1  # continued, not restarted
+    # continued, not restarted, and the plot keeps the whole run: one point per iteration
+    assert [s for s, _ in w.plot.loss] == list(range(1, stopped_at + 2))
+
+
+def test_feedback_before_the_first_log_row(make_napari_viewer, qtbot, tmp_path):
+    """Log every 20: the status line reports iteration, s/it and ETA from iteration 1 on."""
+    viewer = make_napari_viewer()
+    w = dock(viewer, tmp_path, iterations=30)
+    w.val_data.setText("")
+    w.log_every.setValue(20)
+    events, shown = [], []
+
+    def seen(e):
+        if e:
+            events.append(e)
+            shown.append((e.get("kind"), len(w.plot.loss), w.status.text()))
+
+    with qtbot.waitSignal(w.finished, timeout=120_000):
+        w.start().yielded.connect(seen)
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "phase" and "progress" in kinds
+    first = kinds.index("progress")
+    assert first < kinds.index("step")  # before the first log row
+    progress = events[first]
+    assert progress["step"] < 20 and progress["s_per_it"] > 0 and progress["eta_s"] >= 0
+    kind, rows, text = shown[first]
+    assert rows == 0 and ("s/it" in text or "it/s" in text)
+    assert f"iteration {progress['step']} / 30" in text and "ETA" in text
+    assert [s for s, _ in w.plot.loss] == [20, 30]
+
+
+def test_add_case_round_trips_into_a_training_run(make_napari_viewer, qtbot, tmp_path):
+    """An image volume + one Labels layer with a reader axis (contract C5) + a plain Labels
+    layer as a fourth reader -> "Add case" on two slices -> the folder trains."""
+    from napari_ambiseg.training.data import load_folder
+
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(1)
+    volume = rng.normal(-700, 50, (3, 48, 48)).astype(np.float32)  # CT-like, HU
+    volume[:, 20:28, 18:30] = 40
+    readers = np.zeros((3, 3, 48, 48), np.uint8)
+    readers[0, :, 20:28, 18:30] = 1
+    readers[1, :, 21:27, 19:29] = 1                                 # reader 3 saw nothing
+    image = viewer.add_image(volume, name="ct")
+    viewer.add_labels(readers, name="readers",
+                      metadata={"ambiseg_readers": {"count": 3, "image_name": "ct"}})
+    extra = viewer.add_labels(np.zeros((3, 48, 48), np.uint8), name="me")
+    extra.data[1, 22:26, 20:28] = 1
+    w = dock(viewer, tmp_path, iterations=2)
+    w.val_data.setText("")
+    panel = w.cases
+    panel.image.set_value(image)
+    assert panel.readers.value() == [viewer.layers["readers"], extra]
+    panel.folder.setText(str(tmp_path / "cases"))
+    viewer.dims.set_point(1, 1)  # slice 1
+    case1 = panel.add_case()
+    viewer.dims.set_point(1, 2)
+    case2 = panel.add_case()
+    assert case1.name == "case_0001" and case2.name == "case_0002"
+    assert w.data.text() == str(tmp_path / "cases")  # the dock now trains on the folder
+    assert "2 cases" in panel.info.text()
+
+    data = load_folder(tmp_path / "cases")
+    # the tiny preset's context: 64 x 64 patches, centred on the outlines (rows 20..27,
+    # cols 18..29: centre pixel (24, 24) -> patch pixel (32, 32), so +8 everywhere)
+    assert data.images.shape == (2, 64, 64) and data.masks.shape == (2, 4, 64, 64)
+    assert data.masks[0, 0].sum() == 8 * 12 and data.masks[0, 0, 28:36, 26:38].all()
+    assert data.masks[0, 2].sum() == 0                       # the reader who saw nothing
+    assert data.masks[0, 3].sum() == 4 * 8 and data.masks[1, 3].sum() == 0
+    assert data.images[0].min() == 0 and data.images[0].max() == 255  # model scale
+    assert data.images[0, 32, 32] > data.images[0, 10, 10]  # the finding is the bright part
+
+    with qtbot.waitSignal(w.finished, timeout=120_000) as blocker:
+        assert w.start() is not None
+    assert blocker.args[0]["step"] == 2
+    assert w.weights_path is not None
 
 
 def test_form_errors_are_messages(make_napari_viewer):

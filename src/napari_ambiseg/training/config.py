@@ -29,7 +29,7 @@ class TrainConfig:
     val_size: int = 64                # fixed, evenly spaced subset of val
     val_n: int = 16
     checkpoint_every: int = 200
-    log_every: int = 20
+    log_every: int = 20               # a log.csv row (window mean and median) every k steps
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
@@ -65,5 +65,9 @@ def load_run_config(path: str | Path) -> tuple[ModelConfig, TrainConfig]:
 
 
 def save_run_config(model_cfg: ModelConfig, train_cfg: TrainConfig, path: str | Path) -> None:
-    Path(path).write_text(json.dumps({"model": model_cfg.to_dict(), "train": train_cfg.to_dict()},
-                                     indent=2))
+    """Write the run config JSON atomically (a stopped run never leaves half a file)."""
+    from ..io.atomic import atomic_output
+
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps({"model": model_cfg.to_dict(), "train": train_cfg.to_dict()},
+                                  indent=2))

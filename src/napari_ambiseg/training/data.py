@@ -6,12 +6,18 @@ and masks (K, R, H, W) uint8 in {0, 1}; a rater who did not mark a case has an e
 Folder format (one case per sub-folder, any of PNG / NPY / NIfTI):
     root/<case>/image.png|image.npy|image.nii.gz
     root/<case>/mask_<rater>.png|.npy|.nii.gz     (k >= 1 masks, non-zero = foreground)
+    root/<case>/case.json                          (optional: where the case came from)
 Cases may have different numbers of raters; missing raters are padded with empty masks.
-Images that are not uint8 are mapped to 0..255 with the model's preprocessing.
+Images that are not uint8 are mapped to 0..255 with the model's preprocessing. Folders whose
+names start with "." are not cases (`write_case` assembles a case in one, then renames it).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,7 +119,7 @@ def load_folder(root: str | Path) -> MultiRaterData:
     if not root.is_dir():
         raise InputError(f"data folder not found: {root}")
     images, masks = [], []
-    for case in sorted(p for p in root.iterdir() if p.is_dir()):
+    for case in _cases(root):
         img_files, mask_files = _find(case, "image"), _find(case, "mask")
         if len(img_files) != 1 or not mask_files:
             raise InputError(f"case {case.name}: need exactly one image.* and at least one "
@@ -135,6 +141,83 @@ def load_folder(root: str | Path) -> MultiRaterData:
     for k, ms in enumerate(masks):
         stacked[k, :len(ms)] = ms
     return MultiRaterData(_as_uint8(np.stack(images)), stacked, str(root))
+
+
+def _cases(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:40] or "reader"
+
+
+def write_case(root: str | Path, image: np.ndarray, masks: np.ndarray,
+               reader_names: list[str] | None = None, info: dict | None = None,
+               name: str | None = None) -> Path:
+    """Add a case to a case folder (created if missing): image (S, S) uint8, masks (R, S, S)
+    {0, 1} -> root/case_NNNN/{image.png, mask_00[_name].png, ..., case.json}.
+
+    The case appears whole or not at all: it is written into a hidden folder beside the
+    others (each file through `io.atomic.atomic_output`), then renamed into place. A case of
+    another size than the folder's cases is refused (the folder would no longer load)."""
+    from PIL import Image
+
+    from ..io.atomic import atomic_output
+
+    root = Path(root)
+    image, masks = np.asarray(image), np.asarray(masks)
+    if image.dtype != np.uint8 or image.ndim != 2:
+        raise InputError(f"a case image must be 2D uint8 (the model scale); got {image.dtype} "
+                         f"{image.shape}")
+    if masks.ndim != 3 or masks.shape[1:] != image.shape or len(masks) == 0:
+        raise InputError(f"case masks must be (readers, {image.shape[0]}, {image.shape[1]}); "
+                         f"got {masks.shape}")
+    names = list(reader_names or [])
+    if names and len(names) != len(masks):
+        raise InputError(f"{len(names)} reader names for {len(masks)} masks")
+    if root.exists() and not root.is_dir():
+        raise InputError(f"{root} is a file, not a training folder")
+    root.mkdir(parents=True, exist_ok=True)
+    existing = _cases(root)
+    if existing:
+        found = _find(existing[0], "image")
+        if found and _read_plane(found[0]).shape != image.shape:
+            raise InputError(f"the cases in {root} are {_read_plane(found[0]).shape}; this one "
+                             f"is {image.shape}: use another folder or the model those fit")
+    if name is None:
+        taken = {p.name for p in root.iterdir()}
+        n = len(existing) + 1
+        while f"case_{n:04d}" in taken:
+            n += 1
+        name = f"case_{n:04d}"
+    target = root / name
+    if target.exists():
+        raise InputError(f"{target} exists already")
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=root))
+    try:
+        files = {"image.png": image}
+        for r, m in enumerate(masks):
+            suffix = f"_{_safe(names[r])}" if names else ""
+            files[f"mask_{r:02d}{suffix}.png"] = ((m > 0) * 255).astype(np.uint8)
+        for fname, plane in files.items():
+            with atomic_output(staging / fname) as tmp:
+                Image.fromarray(plane).save(tmp, format="PNG")
+        meta = dict(info or {}, readers=names or len(masks))
+        with atomic_output(staging / "case.json") as tmp:
+            tmp.write_text(json.dumps(meta, indent=2, default=str))
+        os.rename(staging, target)
+    finally:
+        if staging.exists():
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def count_cases(root: str | Path) -> int:
+    """Case sub-folders in a training folder (0 if it does not exist)."""
+    root = Path(root)
+    return len(_cases(root)) if root.is_dir() else 0
 
 
 def load_lidc_pickle(path: str | Path, allow_pickle: bool = False) -> MultiRaterData:

@@ -11,13 +11,13 @@ last.safetensors/.json (EMA weights at the end), log.csv, training.png, run.json
 from __future__ import annotations
 
 import copy
-import csv
 import io
 import math
 import os
 import time
+from collections import deque
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import numpy as np
 import torch
@@ -35,9 +35,12 @@ from .augment import make_batch
 from .config import TrainConfig, save_run_config
 from .data import MultiRaterData, load_data
 from .evaluate import evaluate_model
+from .runlog import LOG_FIELDS, append_log, plot_log, truncate_log
+
+__all__ = ["LOG_FIELDS", "EMA", "diffusion_loss", "lr_factor", "plot_log", "train"]
 
 Callback = Callable[[dict[str, Any]], None]
-LOG_FIELDS = ["step", "time_s", "loss", "kl", "lr", "val_ged", "val_hm_iou"]
+PROGRESS_EVERY_S = 0.5  # "progress" events: the first iteration, then at most this often
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -106,51 +109,35 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _append_log(path: Path, row: dict[str, Any]) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, LOG_FIELDS)
-        if new:
-            w.writeheader()
-        w.writerow({k: row.get(k, "") for k in LOG_FIELDS})
-
-
-def plot_log(log_csv: Path, png: Path) -> None:
-    # Figure without pyplot: no global backend switch, safe beside a GUI's own plots
-    from matplotlib.figure import Figure
-
-    with open(log_csv) as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return
-    steps = np.array([int(r["step"]) for r in rows])
-    loss = np.array([float(r["loss"]) for r in rows])
-    val = [(int(r["step"]), float(r["val_ged"]), float(r["val_hm_iou"]))
-           for r in rows if r["val_ged"]]
-    fig = Figure(figsize=(10, 3.6))
-    ax = fig.subplots(1, 2)
-    ax[0].plot(steps, loss, lw=0.6, alpha=0.4, label="loss")
-    k = max(1, len(loss) // 50)
-    if len(loss) >= k:
-        ax[0].plot(steps[k - 1:], np.convolve(loss, np.ones(k) / k, "valid"), label="smoothed")
-    ax[0].set(xlabel="iteration", ylabel="loss", yscale="log", title="training loss")
-    ax[0].legend()
-    if val:
-        v = np.array(val)
-        ax[1].plot(v[:, 0], v[:, 1], "o-", label="GED16 (val)")
-        ax[1].plot(v[:, 0], v[:, 2], "s-", label="HM-IoU16 (val)")
-        ax[1].legend()
-    ax[1].set(xlabel="iteration", title="validation")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    atomic_write_bytes(png, buf.getvalue())
-
-
 def _rng_state(np_rng: np.random.Generator, gen: torch.Generator) -> dict[str, Any]:
     # the global torch RNG drives the latent's reparameterisation noise
     return {"numpy": np_rng.bit_generator.state, "torch": gen.get_state(),
             "torch_global": torch.get_rng_state()}
+
+
+def _set_rng_state(np_rng: np.random.Generator, gen: torch.Generator,
+                   state: dict[str, Any]) -> None:
+    np_rng.bit_generator.state = state["numpy"]
+    gen.set_state(state["torch"])
+    if "torch_global" in state:  # absent in older checkpoints
+        torch.set_rng_state(state["torch_global"])
+
+
+class _StopNow(Exception):
+    """Raised by the stop hooks inside an iteration or a validation; never leaves `train`."""
+
+
+def _stop_hooks(model: torch.nn.Module, should_stop: Callable[[], bool]) -> list[Any]:
+    """Check `should_stop` before every module's forward and as each parameter's gradient
+    arrives in backward, so a run stops within one layer's work, not one iteration's. The
+    hooks only look: what the iteration computes is unchanged."""
+    def check(*_: Any) -> None:
+        if should_stop():
+            raise _StopNow
+
+    handles = [m.register_forward_pre_hook(check) for m in model.modules()]
+    handles += [p.register_hook(check) for p in model.parameters() if p.requires_grad]
+    return handles
 
 
 def _fresh_run_dir(out: Path, model_cfg: ModelConfig, cfg: TrainConfig) -> None:
@@ -175,20 +162,42 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *, resu
           callback: Callback | None = None, should_stop: Callable[[], bool] | None = None,
           train_data: MultiRaterData | None = None,
           val_data: MultiRaterData | None = None) -> dict[str, Any]:
-    """Train (or resume) a model. Returns a summary dict. Raises `Cancelled` after writing a
-    resumable checkpoint if `should_stop()` turns true."""
+    """Train (or resume) a model. Returns a summary dict.
+
+    Events to `callback` (dicts with "kind"): "phase" (data, model, training: what it is
+    doing before the first iteration ends), "resume", "progress" (step, s_per_it, eta_s,
+    loss of the last iteration; after the first iteration, then every PROGRESS_EVERY_S),
+    "step" (a log row: loss = window mean, loss_median), "val", "cancelled", "done".
+
+    `should_stop()` is checked between iterations and, on one process, inside them (forward
+    and backward) and inside validation: the run then writes a checkpoint of its last
+    completed iteration (an interrupted validation is redone on resume) and raises
+    `Cancelled`. Resuming it gives bit for bit the weights of an uninterrupted run."""
     out = Path(out_dir)
     device = _setup_distributed(cfg.device)
     rank, world = _rank()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     emit = callback if (callback is not None and rank == 0) else (lambda e: None)
-    train_data = train_data or load_data(cfg.data, cfg.allow_pickle)
+    stop = should_stop or (lambda: False)
+
+    def not_begun(what: str) -> None:
+        if stop():
+            raise Cancelled(f"training stopped {what}; nothing was trained")
+
+    if train_data is None:
+        emit({"kind": "phase", "phase": "data", "text": f"loading {cfg.data}"})
+        train_data = load_data(cfg.data, cfg.allow_pickle)
     if val_data is None and cfg.val_data:
+        emit({"kind": "phase", "phase": "data", "text": f"loading {cfg.val_data}"})
         val_data = load_data(cfg.val_data, cfg.allow_pickle)
     if val_data is not None:
         pick = np.unique(np.linspace(0, len(val_data) - 1, min(cfg.val_size, len(val_data))).astype(int))
         val_data = val_data.subset(pick)
+    not_begun("while loading the data")
+    k, r = train_data.masks.shape[:2]
+    emit({"kind": "phase", "phase": "model",
+          "text": f"{k:,} cases x {r} readers; building the model"})
 
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg).to(device)
@@ -198,7 +207,10 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *, resu
     np_rng = np.random.default_rng([cfg.seed, rank])
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     step, best, elapsed = 0, float("inf"), 0.0
+    losses: list[float] = []        # the current log window
+    pending: dict[str, Any] = {}    # a validation interrupted by a stop: redone on resume
     ckpt_path = out / "checkpoint.pt"
+    not_begun("while building the model")
 
     if resume and ckpt_path.is_file():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -210,14 +222,14 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *, resu
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         step, best, elapsed = ck["step"], ck["best"], ck["elapsed"]
+        losses, pending = list(ck.get("window", [])), dict(ck.get("pending", {}))
         if world == 1:  # exact resume; DDP ranks re-seed from (seed, rank, step)
-            np_rng.bit_generator.state = ck["rng"]["numpy"]
-            gen.set_state(ck["rng"]["torch"])
-            if "torch_global" in ck["rng"]:  # absent in older checkpoints
-                torch.set_rng_state(ck["rng"]["torch_global"])
+            _set_rng_state(np_rng, gen, ck["rng"])
         else:
             np_rng = np.random.default_rng([cfg.seed, rank, step])
             gen.manual_seed(cfg.seed * 1000 + rank + 7919 * step)
+        if rank == 0:
+            truncate_log(out / "log.csv", step)
         emit({"kind": "resume", "step": step, "total": cfg.iterations})
     else:
         if cfg.init:
@@ -231,6 +243,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *, resu
             model, device_ids=[device.index] if device.type == "cuda" else None)
         ema.model.load_state_dict(model.state_dict())  # DDP broadcast rank 0's weights
     schedule = Schedule.from_config(model_cfg)
+    # inside-iteration stops on one process only: DDP ranks must leave an iteration together
+    inside = should_stop is not None and world == 1
+    hooks = _stop_hooks(model, stop) if inside else []
 
     def checkpoint() -> None:
         if rank != 0:
@@ -240,65 +255,118 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *, resu
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "rng": _rng_state(np_rng, gen), "step": step, "best": best,
             "elapsed": elapsed, "model_config": model_cfg.to_dict(),
-            "train_config": cfg.to_dict()}, ckpt_path)
+            "train_config": cfg.to_dict(), "window": losses, "pending": pending}, ckpt_path)
+
+    def stopped(where: str) -> NoReturn:
+        checkpoint()
+        emit({"kind": "cancelled", "step": step, "total": cfg.iterations, "where": where})
+        raise Cancelled(f"training stopped at iteration {step} ({where}); resume with --resume")
 
     def validate() -> dict[str, Any]:
-        seg = Segmenter(copy.deepcopy(ema.model), model_cfg, device)
-        return evaluate_model(seg, val_data, n=cfg.val_n, steps=model_cfg.steps, seed=0)
+        seg_model = copy.deepcopy(ema.model)
+        if inside:
+            _stop_hooks(seg_model, stop)
+        seg = Segmenter(seg_model, model_cfg, device)
+        return evaluate_model(seg, val_data, n=cfg.val_n, steps=model_cfg.steps, seed=0,
+                              should_stop=stop if inside else None)
 
-    size = model_cfg.crop_size
-    t_start = time.perf_counter() - elapsed
-    losses: list[float] = []
-    model.train()
-    while step < cfg.iterations:
-        if should_stop is not None and should_stop():
-            checkpoint()
-            emit({"kind": "cancelled", "step": step, "total": cfg.iterations})
-            raise Cancelled(f"training stopped at iteration {step}; resume with --resume")
-        idx = np_rng.integers(len(train_data), size=cfg.batch_size)
-        image, mask = make_batch(train_data.images, train_data.masks, idx, size, cfg.augment,
-                                 np_rng)
-        image, mask = image.to(device), mask.to(device)
-        if device.type == "cpu":
-            image = image.contiguous(memory_format=torch.channels_last)
-        with autocast(device):
-            loss, kl = diffusion_loss(net, schedule, model_cfg, image, mask, gen)
-            total = loss + model_cfg.kl_weight * kl
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
-        ema.update(model, step)
-        step += 1
-        losses.append(loss.item())
-        elapsed = time.perf_counter() - t_start
-        row: dict[str, Any] = {}
-        if step % cfg.log_every == 0 or step == cfg.iterations:
-            row = {"step": step, "time_s": round(elapsed, 1), "loss": float(np.mean(losses)),
-                   "kl": kl.item(), "lr": sched.get_last_lr()[0]}
-            losses = []
-        if val_data is not None and rank == 0 and (step % cfg.val_every == 0
-                                                    or step == cfg.iterations):
-            v = validate()
+    def end_of_step(row: dict[str, Any], validating: bool) -> None:
+        """Validation, log row, checkpoint after iteration `step` (also: a resumed pending
+        validation)."""
+        nonlocal best, pending
+        if validating:
+            emit({"kind": "phase", "phase": "validation",
+                  "text": f"validating on {len(val_data)} cases"})
+            pending = {"row": row}
+            try:
+                v = validate()
+            except (_StopNow, Cancelled):
+                stopped("during validation")
+            pending = {}
             row.update(step=step, time_s=round(elapsed, 1), val_ged=v["ged"],
                        val_hm_iou=v["hm_iou"])
-            row.setdefault("loss", loss.item())
+            row.setdefault("loss", row.get("last_loss"))
             if v["ged"] < best:
                 best = v["ged"]
                 save_weights(ema.model, model_cfg, out / "best", info={"step": step, "val": v})
             emit({"kind": "val", "step": step, "total": cfg.iterations, "val": v})
+        row.pop("last_loss", None)
         if row and rank == 0:
-            _append_log(out / "log.csv", row)
-            rate = step / max(elapsed, 1e-9)
+            append_log(out / "log.csv", row)
             emit({"kind": "step", "step": step, "total": cfg.iterations, "loss": row["loss"],
-                  "lr": row.get("lr"), "eta_s": (cfg.iterations - step) / max(rate, 1e-9)})
+                  "loss_median": row.get("loss_median", row["loss"]), "lr": row.get("lr"),
+                  "s_per_it": s_per_it(), "eta_s": eta()})
         if step % cfg.checkpoint_every == 0 or step == cfg.iterations:
             checkpoint()
             if rank == 0 and (out / "log.csv").exists():
                 plot_log(out / "log.csv", out / "training.png")
         if world > 1 and step % cfg.checkpoint_every == 0:
             dist.barrier()
+
+    durations: deque[float] = deque(maxlen=50)  # seconds per iteration, for s/it and ETA
+
+    def s_per_it() -> float | None:
+        return float(np.mean(durations)) if durations else None
+
+    def eta() -> float:
+        return (cfg.iterations - step) * (s_per_it() or 0.0)
+
+    size = model_cfg.crop_size
+    t_start = time.perf_counter() - elapsed
+    last_progress = -math.inf
+    model.train()
+    try:
+        if pending and val_data is not None and rank == 0:
+            end_of_step(dict(pending.get("row", {})), validating=True)
+        emit({"kind": "phase", "phase": "training", "step": step, "total": cfg.iterations,
+              "text": f"iteration {step + 1} running"})
+        while step < cfg.iterations:
+            if should_stop is not None and should_stop():
+                stopped("between iterations")
+            t_it = time.perf_counter()
+            before = _rng_state(np_rng, gen) if inside else None
+            try:
+                idx = np_rng.integers(len(train_data), size=cfg.batch_size)
+                image, mask = make_batch(train_data.images, train_data.masks, idx, size,
+                                         cfg.augment, np_rng)
+                image, mask = image.to(device), mask.to(device)
+                if device.type == "cpu":
+                    image = image.contiguous(memory_format=torch.channels_last)
+                with autocast(device):
+                    loss, kl = diffusion_loss(net, schedule, model_cfg, image, mask, gen)
+                    total = loss + model_cfg.kl_weight * kl
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+            except _StopNow:
+                _set_rng_state(np_rng, gen, before)  # as if iteration step + 1 never began
+                stopped(f"inside iteration {step + 1}")
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            ema.update(model, step)
+            step += 1
+            losses.append(loss.item())
+            now = time.perf_counter()
+            durations.append(now - t_it)
+            elapsed = now - t_start
+            if now - last_progress >= PROGRESS_EVERY_S or step == cfg.iterations:
+                last_progress = now
+                emit({"kind": "progress", "step": step, "total": cfg.iterations,
+                      "loss": losses[-1], "s_per_it": s_per_it(), "eta_s": eta()})
+            row: dict[str, Any] = {}
+            if step % cfg.log_every == 0 or step == cfg.iterations:
+                row = {"step": step, "time_s": round(elapsed, 1), "loss": float(np.mean(losses)),
+                       "loss_median": float(np.median(losses)), "kl": kl.item(),
+                       "lr": sched.get_last_lr()[0]}
+                losses = []
+            validating = val_data is not None and rank == 0 and (
+                step % cfg.val_every == 0 or step == cfg.iterations)
+            if validating and not row:
+                row = {"last_loss": loss.item()}
+            end_of_step(row, validating)
+    finally:
+        for h in hooks:
+            h.remove()
 
     summary = {"step": step, "elapsed_s": elapsed, "best_val_ged": best, "out": str(out)}
     if rank == 0:

@@ -2,23 +2,33 @@
 
 Training runs the core `napari_ambiseg.training.trainer.train` in a child process
 (`train_process`) watched by a napari generator worker, so the viewer stays usable and
-keeps its own matplotlib and GIL. Cancel makes the
-trainer write a resumable checkpoint; Start with "Resume" continues from it. When a run ends,
+keeps its own matplotlib and GIL. The dock talks from the first second: what the run is doing
+(starting, loading, iteration k running for n s), then iteration, s/it and ETA after every
+iteration (at most twice a second), the log rows (every "Log every" iterations) on the plot.
+Cancel stops within a second, inside an iteration: the checkpoint of the last completed
+iteration is saved; Start with "Resume" continues from it, bit for bit, and the plot shows
+the run's whole history (read back from its log.csv). The "Add cases" tab builds a training
+folder from the open image and its readers' Labels layers (`add_case`). When a run ends,
 "Load into sampler" hands its weights to the sampling dock.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import Signal
+import numpy as np
+from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout,
-                            QLabel, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+                            QLabel, QProgressBar, QPushButton, QSpinBox, QTabWidget,
+                            QVBoxLayout, QWidget)
 
 from ..errors import Cancelled
+from ..training.runlog import draw_loss, read_log, robust_smooth, set_loss
 from ._qt import PathField, notify_error
+from .add_case import AddCasePanel
 from .engine import stream
 from .settings import DEVICES, load_defaults
 from .tiny import TINY
@@ -51,34 +61,67 @@ def _eta(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+def _rate(s_per_it: float | None) -> str:
+    if not s_per_it:
+        return "? s/it"
+    return f"{s_per_it:.2f} s/it" if s_per_it >= 0.1 else f"{1 / s_per_it:.0f} it/s"
+
+
 class LossPlot(QWidget):
-    """Live plot: training loss (log scale, left) and validation GED (right)."""
+    """The run's loss (raw window means faint, a robust smoothed curve, log axis with robust
+    limits: see `training.runlog`) and validation GED (right axis), over its whole history."""
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        fig = Figure(figsize=(4, 3), tight_layout=True)
+        fig = Figure(figsize=(4, 3), layout="constrained")
         self.canvas = FigureCanvasQTAgg(fig)
         self.ax = fig.add_subplot(111)
         self.ax2 = self.ax.twinx()
-        self.ax.set(xlabel="iteration", ylabel="loss", yscale="log")
+        self.ax.set(xlabel="iteration", ylabel="loss")
         self.ax2.set_ylabel("val GED", color="tab:orange")
-        (self.loss_line,) = self.ax.plot([], [], lw=1, color="tab:blue", label="loss")
+        self.artists = draw_loss(self.ax, np.zeros(0), np.zeros(0), np.zeros(0))
         (self.ged_line,) = self.ax2.plot([], [], "o-", color="tab:orange", label="val GED")
-        self.loss: list[tuple[int, float]] = []
+        self.ax.legend(handles=[self.artists["raw"], self.artists["smooth"], self.ged_line],
+                       loc="upper right", fontsize="small")
+        self.placeholder = self.ax.text(0.5, 0.5, "The loss and validation GED\nappear here.",
+                                        transform=self.ax.transAxes, ha="center",
+                                        va="center", color="0.5")
+        self.steps: list[int] = []
+        self.raw: list[float] = []     # window means (faint)
+        self.median: list[float] = []  # window medians (what the smoothing follows)
         self.ged: list[tuple[int, float]] = []
         self.canvas.setMinimumHeight(220)
         QVBoxLayout(self).addWidget(self.canvas)
+        self._redraw()
+
+    @property
+    def loss(self) -> list[tuple[int, float]]:
+        return list(zip(self.steps, self.raw))
+
+    def smoothed(self) -> float | None:
+        return float(robust_smooth(self.median)[-1]) if self.median else None
 
     def clear(self) -> None:
-        self.loss, self.ged = [], []
+        self.steps, self.raw, self.median, self.ged = [], [], [], []
         self._redraw()
+
+    def load(self, log_csv: str | Path) -> int:
+        """Replace the plot by a run's log (its whole history); returns the rows read."""
+        log = read_log(log_csv)
+        self.steps = [int(s) for s in log["step"]]
+        self.raw, self.median = list(log["loss"]), list(log["loss_median"])
+        self.ged = list(zip((int(s) for s in log["val_step"]), log["val_ged"]))
+        self._redraw()
+        return len(self.steps)
 
     def add(self, event: dict) -> None:
         if event.get("kind") == "step" and event.get("loss") is not None:
-            self.loss.append((event["step"], float(event["loss"])))
+            self.steps.append(int(event["step"]))
+            self.raw.append(float(event["loss"]))
+            self.median.append(float(event.get("loss_median", event["loss"])))
         elif event.get("kind") == "val":
             self.ged.append((event["step"], float(event["val"]["ged"])))
         else:
@@ -86,11 +129,14 @@ class LossPlot(QWidget):
         self._redraw()
 
     def _redraw(self) -> None:
-        for line, points, ax in ((self.loss_line, self.loss, self.ax),
-                                 (self.ged_line, self.ged, self.ax2)):
-            line.set_data([p[0] for p in points], [p[1] for p in points])
-            ax.relim()
-            ax.autoscale_view()
+        set_loss(self.ax, self.artists, self.steps, self.raw, self.median)
+        self.ged_line.set_data([p[0] for p in self.ged], [p[1] for p in self.ged])
+        self.ax2.relim()
+        self.ax2.autoscale_view()
+        empty = not self.steps and not self.ged
+        self.placeholder.set_visible(empty)  # and no made-up axes
+        self.ax.tick_params(which="both", labelleft=not empty, labelbottom=not empty)
+        self.ax2.tick_params(which="both", labelright=bool(self.ged))
         self.canvas.draw_idle()
 
 
@@ -108,6 +154,8 @@ class TrainingWidget(QWidget):
         self.extra: dict[str, Any] = {}  # further TrainConfig fields (tests, power users)
         self._stop: threading.Event | None = None
         self._out: Path | None = None
+        self._said, self._said_at, self._last_event = "", 0.0, 0.0
+        self._running_step: int | None = None  # the iteration under way (for the ticker)
         defaults = load_defaults()
 
         self.data = PathField("LIDC-style .npz or a case folder", "Data (*.npz)", folder=True)
@@ -125,6 +173,10 @@ class TrainingWidget(QWidget):
         self.lr.setSingleStep(1e-4)
         self.lr.setValue(1e-3)
         self.val_every = _ispin(1, 1_000_000, 1000)
+        self.log_every = _ispin(1, 1_000_000, 20)
+        self.log_every.setToolTip("A point on the plot and a row in log.csv (mean and median "
+                                  "loss of the interval) every this many iterations. The "
+                                  "status line reports every iteration regardless.")
         self.device = QComboBox()
         self.device.addItems(DEVICES)
         self.device.setCurrentText(defaults.device)
@@ -139,19 +191,29 @@ class TrainingWidget(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.plot = LossPlot()
+        self.cases = AddCasePanel(self.viewer, self.model_config)
+        self.cases.added.connect(self._use_cases)
+        self._ticker = QTimer(self)
+        self._ticker.setInterval(500)
+        self._ticker.timeout.connect(self._tick)
 
-        form = QFormLayout()
+        run = QWidget()
+        form = QFormLayout(run)
         for label, w in (("Data", self.data), ("Validation", self.val_data),
                          ("Output", self.out_dir), ("Model", self.preset),
                          ("Iterations", self.iterations), ("Batch size", self.batch_size),
                          ("Learning rate", self.lr), ("Validate every", self.val_every),
-                         ("Device", self.device), ("", self.resume)):
+                         ("Log every", self.log_every), ("Device", self.device),
+                         ("", self.resume)):
             form.addRow(label, w)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(run, "Run")
+        self.tabs.addTab(self.cases, "Add cases from the viewer")
         buttons = QHBoxLayout()
         for b in (self.start_button, self.cancel_button, self.load_button):
             buttons.addWidget(b)
         box = QVBoxLayout(self)
-        box.addLayout(form)
+        box.addWidget(self.tabs)
         box.addLayout(buttons)
         box.addWidget(self.progress)
         box.addWidget(self.status)
@@ -162,33 +224,45 @@ class TrainingWidget(QWidget):
         self.load_button.clicked.connect(self.load_into_sampler)
 
     # ------------------------------------------------------------------ configs
+    def model_config(self):
+        """The model this dock would train: the run's own when resuming, the bundled one's
+        architecture when fine-tuning, else the preset's."""
+        from ..config import ModelConfig
+        from ..training.config import load_run_config
+        from ..weights_io import load_config, resolve_weights
+
+        out = self.out_dir.text()
+        run_json = Path(out) / "run.json" if out else None
+        if (self.resume.isChecked() and run_json is not None and run_json.is_file()
+                and (Path(out) / "checkpoint.pt").is_file()):
+            return load_run_config(run_json)[0]  # resume with the run's own model
+        if self.preset.currentText() == FINE_TUNE:
+            return load_config(resolve_weights("bundled"))[0]
+        return ModelConfig(**PRESETS[self.preset.currentText()])
+
     def configs(self):
         """(ModelConfig, TrainConfig, out_dir, resume) from the form."""
-        from ..config import ModelConfig
         from ..errors import InputError
-        from ..training.config import TrainConfig, load_run_config
-        from ..weights_io import load_config, resolve_weights
+        from ..training.config import TrainConfig
 
         data, out = self.data.text(), self.out_dir.text()
         if not data:
             raise InputError("Choose the training data (.npz or a case folder).")
         if not out:
             raise InputError("Choose an output folder.")
-        resume = self.resume.isChecked()
-        run_json = Path(out) / "run.json"
-        fine_tune = self.preset.currentText() == FINE_TUNE
-        if resume and (Path(out) / "checkpoint.pt").is_file() and run_json.is_file():
-            model_cfg = load_run_config(run_json)[0]  # resume with the run's own model
-        elif fine_tune:
-            model_cfg = load_config(resolve_weights("bundled"))[0]
-        else:
-            model_cfg = ModelConfig(**PRESETS[self.preset.currentText()])
-        init = "bundled" if fine_tune else None
+        model_cfg = self.model_config()
+        init = "bundled" if self.preset.currentText() == FINE_TUNE else None
         fields = {"data": data, "init": init, "val_data": self.val_data.text() or None,
                   "iterations": self.iterations.value(), "batch_size": self.batch_size.value(),
                   "lr": self.lr.value(), "val_every": self.val_every.value(),
+                  "log_every": self.log_every.value(),
                   "device": self.device.currentText(), **self.extra}
-        return model_cfg, TrainConfig(**fields), out, resume
+        return model_cfg, TrainConfig(**fields), out, self.resume.isChecked()
+
+    def _use_cases(self, folder: str) -> None:
+        self.data.setText(folder)
+        self.status.setText(f"Data: the case folder {folder}. Choose an output folder and a "
+                            "model (fine-tune the bundled one, or a preset), then Start.")
 
     # ------------------------------------------------------------------ run
     def start(self):
@@ -203,7 +277,11 @@ class TrainingWidget(QWidget):
             notify_error(e)
             return None
         self._stop = threading.Event()
-        self.plot.clear()
+        resuming = resume and (Path(out) / "checkpoint.pt").is_file()
+        if resuming:
+            self.plot.load(Path(out) / "log.csv")  # at once; again after the trainer's trim
+        else:
+            self.plot.clear()
         self.progress.setRange(0, train_cfg.iterations)
         self.progress.setValue(0)
         self.weights_path, self.last_result, self._out = None, None, Path(out)
@@ -218,15 +296,35 @@ class TrainingWidget(QWidget):
         self.start_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.load_button.setEnabled(False)
-        self.status.setText("Starting: loading data and building the model...")
+        self._running_step = None
+        self._say("Starting the training process")
+        self._ticker.start()
         worker.start()
         return worker
 
     def cancel(self) -> None:
-        """Ask the trainer to stop: it writes a resumable checkpoint first."""
-        if self._stop is not None:
+        """Stop the run within a second; the last completed iteration's checkpoint is kept."""
+        if self._stop is not None and not self._stop.is_set():
             self._stop.set()
-            self.status.setText("Stopping after this iteration (writing a checkpoint)...")
+            self._running_step = None
+            self._say("Stopping (saving the last completed iteration)")
+
+    def _say(self, text: str) -> None:
+        self._said, self._said_at = text, time.monotonic()
+        self.status.setText(text)
+
+    def _tick(self) -> None:
+        """Twice a second while a run lives: how long the current phase or iteration has
+        been going, so a slow first iteration or a validation never looks frozen."""
+        if self.worker is None:
+            return
+        since = time.monotonic() - self._said_at
+        if since < 1.5:
+            return
+        extra = f" ({since:.0f} s)"
+        if self._running_step is not None and self._said.startswith("iteration "):
+            extra = f"; iteration {self._running_step} running ({since:.0f} s)"
+        self.status.setText(self._said + extra)
 
     def _on_event(self, e: dict | None) -> None:
         if not e:
@@ -234,16 +332,32 @@ class TrainingWidget(QWidget):
         kind = e.get("kind")
         if "step" in e and "total" in e:
             self.progress.setValue(min(int(e["step"]), self.progress.maximum()))
-        if kind == "step":
-            self.status.setText(f"iteration {e['step']} / {e['total']} - loss "
-                                f"{e['loss']:.4g} - ETA {_eta(e.get('eta_s', 0))}")
+        if kind == "phase":
+            self._running_step = None
+            if e.get("phase") == "training":
+                self._say(f"iteration {int(e['step']) + 1:,} / {e['total']:,} running")
+            else:
+                self._say(e.get("text", e.get("phase", "")).capitalize())
+        elif kind in ("progress", "step") and e.get("s_per_it") is not None:
+            self.plot.add(e)
+            smooth = self.plot.smoothed()
+            loss = (f"loss {smooth:.4g} (smoothed)" if smooth is not None
+                    else f"loss {e['loss']:.4g}")
+            self._running_step = int(e["step"]) + 1 if e["step"] < e["total"] else None
+            self._say(f"iteration {e['step']:,} / {e['total']:,} - {_rate(e['s_per_it'])} - "
+                      f"ETA {_eta(e.get('eta_s', 0))} - {loss}")
         elif kind == "val":
             v = e["val"]
-            self.status.setText(f"validation at {e['step']}: GED {v['ged']:.4f}, "
-                                f"HM-IoU {v.get('hm_iou', float('nan')):.4f}")
+            self._say(f"validation at {e['step']:,}: GED {v['ged']:.4f}, "
+                      f"HM-IoU {v.get('hm_iou', float('nan')):.4f}")
+            self.plot.add(e)
         elif kind == "resume":
-            self.status.setText(f"Resumed at iteration {e['step']}.")
-        self.plot.add(e)
+            rows = self.plot.load(self._out / "log.csv")
+            self._say(f"Resumed at iteration {e['step']:,} ({rows} log rows of history)")
+        elif kind == "cancelled":
+            self._say(f"Stopped {e.get('where', '')}: iteration {e['step']:,} is saved")
+        else:
+            self.plot.add(e)
 
     def _weights_in(self, out: Path) -> Path | None:
         for stem in ("best", "last"):
@@ -254,23 +368,25 @@ class TrainingWidget(QWidget):
     def _on_done(self, summary: dict) -> None:
         self.last_result = summary
         self.weights_path = self._weights_in(self._out)
-        self.status.setText(f"Done: {summary['step']} iterations in "
-                            f"{_eta(summary.get('elapsed_s', 0))}; weights in {self._out}.")
+        self._say(f"Done: {summary['step']:,} iterations in "
+                  f"{_eta(summary.get('elapsed_s', 0))}; weights in {self._out}.")
         self.finished.emit(summary)
 
     def _on_error(self, exc: BaseException) -> None:
         self.last_result = exc
         self.weights_path = self._weights_in(self._out)
         if isinstance(exc, Cancelled):
-            self.status.setText(f"Stopped: {exc}. The checkpoint in {self._out} is saved; "
-                                "Start with Resume continues.")
+            self._say(f"Stopped: {exc}. The checkpoint in {self._out} is saved; "
+                      "Start with Resume continues.")
         else:
-            self.status.setText(f"Failed: {exc}")
+            self._say(f"Failed: {exc}")
             notify_error(exc)
         self.finished.emit(exc)
 
     def _on_finished(self) -> None:
         self.worker = None
+        self._ticker.stop()
+        self._running_step = None
         self.start_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         self.load_button.setEnabled(self.weights_path is not None)

@@ -1,0 +1,183 @@
+"""A training run's log (log.csv): one row per log interval, read back for plots and resume.
+
+The loss of the LIDC recipe (x-prediction, SNR+1 weighting) has rare huge spikes (a batch
+with a near-clean time step and a wrong pixel): a window mean can jump from 0.03 to 10^4.
+So each row also carries the window's median, and curves draw `robust_smooth` (a running
+median, then an exponential moving average in log space) over the faint raw values, on a log
+axis whose limits ignore the top and bottom 1% (`robust_limits`; spikes above are marked).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+LOG_FIELDS = ["step", "time_s", "loss", "kl", "lr", "val_ged", "val_hm_iou", "loss_median"]
+
+
+def append_log(path: Path, row: dict[str, Any]) -> None:
+    """Append a row; a log begun by an older version keeps its own columns."""
+    fields = LOG_FIELDS
+    if path.is_file():
+        with open(path, newline="") as f:
+            fields = next(csv.reader(f), None) or LOG_FIELDS
+    new = not path.is_file() or path.stat().st_size == 0
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fields, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerow({k: row.get(k, "") for k in fields})
+
+
+def _float(value: str | None) -> float:
+    try:
+        return float(value) if value not in (None, "") else float("nan")
+    except ValueError:
+        return float("nan")
+
+
+def read_log(path: str | Path) -> dict[str, np.ndarray]:
+    """{"step", "loss", "loss_median", "val_step", "val_ged", "val_hm_iou"} arrays (empty if
+    the file does not exist). Rows without a loss (none today) are skipped for the loss;
+    logs from before "loss_median" existed use the window mean as the median."""
+    out = {k: np.zeros(0) for k in ("step", "loss", "loss_median", "val_step", "val_ged",
+                                    "val_hm_iou")}
+    p = Path(path)
+    if not p.is_file():
+        return out
+    with open(p, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("step")]
+    loss = [(int(r["step"]), _float(r.get("loss")), _float(r.get("loss_median")))
+            for r in rows if r.get("loss")]
+    val = [(int(r["step"]), _float(r.get("val_ged")), _float(r.get("val_hm_iou")))
+           for r in rows if r.get("val_ged")]
+    if loss:
+        a = np.array(loss, dtype=float)
+        out["step"], out["loss"] = a[:, 0], a[:, 1]
+        out["loss_median"] = np.where(np.isnan(a[:, 2]), a[:, 1], a[:, 2])
+    if val:
+        v = np.array(val, dtype=float)
+        out["val_step"], out["val_ged"], out["val_hm_iou"] = v[:, 0], v[:, 1], v[:, 2]
+    return out
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop the rows after `step` (written after the checkpoint a run resumes from), so the
+    resumed run's rows follow on without repeats. Atomic: the log is replaced whole."""
+    from ..weights_io import atomic_write_bytes
+
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or LOG_FIELDS
+        rows = list(reader)
+    keep = [r for r in rows if r.get("step") and int(r["step"]) <= step]
+    if len(keep) == len(rows):
+        return
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, header, lineterminator="\r\n")  # csv's default, as appended
+    w.writeheader()
+    w.writerows(keep)
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def robust_smooth(values: np.ndarray, window: int = 7, alpha: float = 0.15) -> np.ndarray:
+    """Running median over the last `window` values, then an EMA (weight `alpha` on the new
+    value) of its logarithm: one spike, however large, moves the curve not at all."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        return v
+    med = np.array([np.nanmedian(v[max(0, i - window + 1):i + 1]) for i in range(v.size)])
+    logs = np.log(np.maximum(med, 1e-12))
+    out = np.empty_like(logs)
+    acc = logs[0]
+    for i, x in enumerate(logs):
+        acc = acc + alpha * (x - acc) if np.isfinite(x) else acc
+        out[i] = acc
+    return np.exp(out)
+
+
+def robust_limits(raw: np.ndarray, smooth: np.ndarray) -> tuple[float, float] | None:
+    """Log-axis limits that show the whole smoothed curve and the raw values but their top
+    and bottom 1%, and at most 10x above the smoothed curve (short runs have too few values
+    for a percentile to ignore one spike)."""
+    vals = np.asarray(raw, dtype=float)
+    vals = vals[np.isfinite(vals) & (vals > 0)]
+    if vals.size == 0:
+        return None
+    lo, hi = np.percentile(vals, [1, 99])
+    s = np.asarray(smooth, dtype=float)
+    s = s[np.isfinite(s) & (s > 0)]
+    if s.size:
+        lo, hi = min(lo, s.min()), max(min(hi, 10 * s.max()), s.max())
+    return lo / 1.3, hi * 1.3
+
+
+def draw_loss(ax, steps: np.ndarray, raw: np.ndarray, median: np.ndarray) -> dict[str, Any]:
+    """Raw window means (faint), the robust smoothed curve, spikes beyond the top marked;
+    log y axis with robust limits. Returns the artists (for live updates)."""
+    smooth = robust_smooth(median)
+    (raw_line,) = ax.plot(steps, raw, lw=0.7, alpha=0.3, color="tab:blue", label="loss")
+    (smooth_line,) = ax.plot(steps, smooth, lw=1.8, color="tab:blue", label="smoothed")
+    (spikes,) = ax.plot([], [], "^", ms=4, alpha=0.5, color="tab:blue", clip_on=False,
+                        label="_spikes")
+    artists = {"raw": raw_line, "smooth": smooth_line, "spikes": spikes}
+    from matplotlib.ticker import LogFormatter
+
+    class Plain(LogFormatter):  # 0.02, not 2e-02; which ticks get a label stays matplotlib's
+        def _num_to_string(self, x, vmin, vmax):
+            return f"{x:g}"
+
+    ax.set_yscale("log")  # resets the formatters: set them after
+    ax.yaxis.set_major_formatter(Plain(labelOnlyBase=False))
+    ax.yaxis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(1, 0.5)))
+    set_loss(ax, artists, steps, raw, median)
+    return artists
+
+
+def set_loss(ax, artists: dict[str, Any], steps, raw, median) -> None:
+    """Update what `draw_loss` drew with new data."""
+    steps, raw = np.asarray(steps, float), np.asarray(raw, float)
+    smooth = robust_smooth(median)
+    artists["raw"].set_data(steps, raw)
+    artists["smooth"].set_data(steps, smooth)
+    limits = robust_limits(raw, smooth)
+    if limits is not None:
+        ax.set_ylim(*limits)
+        over = raw > limits[1]
+        artists["spikes"].set_data(steps[over], np.full(int(over.sum()), limits[1]))
+    else:
+        artists["spikes"].set_data([], [])
+    if steps.size:
+        ax.set_xlim(0, max(float(steps.max()), 1.0) * 1.02)
+
+
+def plot_log(log_csv: Path, png: Path) -> None:
+    """training.png: the loss (robust smoothing, see above) and the validation metrics."""
+    # Figure without pyplot: no global backend switch, safe beside a GUI's own plots
+    from matplotlib.figure import Figure
+
+    from ..weights_io import atomic_write_bytes
+
+    log = read_log(log_csv)
+    if log["step"].size == 0:
+        return
+    fig = Figure(figsize=(10, 3.6))
+    ax = fig.subplots(1, 2)
+    draw_loss(ax[0], log["step"], log["loss"], log["loss_median"])
+    ax[0].set(xlabel="iteration", ylabel="loss", title="training loss")
+    ax[0].legend()
+    if log["val_step"].size:
+        ax[1].plot(log["val_step"], log["val_ged"], "o-", label="GED16 (val)")
+        ax[1].plot(log["val_step"], log["val_hm_iou"], "s-", label="HM-IoU16 (val)")
+        ax[1].legend()
+    ax[1].set(xlabel="iteration", title="validation")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    atomic_write_bytes(png, buf.getvalue())

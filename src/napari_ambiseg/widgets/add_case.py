@@ -1,0 +1,205 @@
+"""Train from what is open: an image layer and its readers' Labels layers -> a training case.
+
+Readers are Labels layers on the image's pixel grid: one layer per reader, or one layer with
+a leading reader axis (contract C5: the sample data and multi-rater .npz files open so; also
+any Labels layer with one axis more than the image). A volume gives the slice the viewer
+shows. "Add case" cuts the patch the model would see (`training.cases.make_case`) and adds
+it to a case folder (`training.data.write_case`, atomic); the training dock then trains or
+fine-tunes on that folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import (QAbstractItemView, QFormLayout, QLabel, QListWidget,
+                            QListWidgetItem, QPushButton, QVBoxLayout, QWidget)
+
+from ..errors import InputError
+from . import layers as L
+from ._qt import LayerChoice, PathField, notify_error
+
+READERS_KEY = "ambiseg_readers"  # contract C5
+
+
+def reader_count(layer, image) -> int | None:
+    """How many readers a Labels layer holds for `image`: 1, R (a leading reader axis), or
+    None when it is not on the image's pixel grid."""
+    shape, grid = L.spatial_shape(layer), L.spatial_shape(image)
+    if shape == grid:
+        return 1
+    if len(shape) == len(grid) + 1 and shape[1:] == grid:
+        return shape[0]
+    return None
+
+
+class ReaderList(QListWidget):
+    """The viewer's Labels layers as check boxes, kept in sync; new layers on the chosen
+    image's grid come checked."""
+
+    def __init__(self, viewer, image: Callable[[], Any], parent: QWidget | None = None):
+        super().__init__(parent)
+        self._viewer, self._image = viewer, image
+        self._checked: dict[str, bool] = {}  # layer unique id -> the user's choice
+        self.setSelectionMode(QAbstractItemView.NoSelection)
+        self.setMaximumHeight(110)
+        events = viewer.layers.events
+        for name in ("inserted", "removed", "moved", "reordered"):
+            getattr(events, name).connect(self.refresh)
+        events.inserted.connect(lambda e: e.value.events.name.connect(self.refresh))
+        for layer in viewer.layers:
+            layer.events.name.connect(self.refresh)
+        self.itemChanged.connect(self._remember)
+        self.refresh()
+
+    def _labels(self) -> list[Any]:
+        from napari.layers import Labels
+
+        return [la for la in self._viewer.layers
+                if isinstance(la, Labels) and not L.is_output(la)]
+
+    def refresh(self, *_) -> None:
+        try:
+            image = self._image()
+        except RuntimeError:  # the Qt object is gone (viewer closing)
+            return
+        self.blockSignals(True)
+        try:
+            self.clear()
+            for layer in self._labels():
+                n = reader_count(layer, image) if image is not None else None
+                uid = L.source_id(layer)
+                if uid not in self._checked and image is not None:
+                    self._checked[uid] = n is not None
+                text = layer.name if n in (None, 1) else f"{layer.name} ({n} readers)"
+                if n is None and image is not None:
+                    text += "  - not on the image's grid"
+                item = QListWidgetItem(text)
+                item.setData(Qt.UserRole, uid)
+                item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
+                item.setCheckState(Qt.Checked if self._checked.get(uid) else Qt.Unchecked)
+                self.addItem(item)
+        finally:
+            self.blockSignals(False)
+
+    def _remember(self, item: QListWidgetItem) -> None:
+        self._checked[item.data(Qt.UserRole)] = item.checkState() == Qt.Checked
+
+    def set_checked(self, layer, checked: bool = True) -> None:
+        self._checked[L.source_id(layer)] = checked
+        self.refresh()
+
+    def value(self) -> list[Any]:
+        """The checked layers, in the layer list's order."""
+        return [la for la in self._labels() if self._checked.get(L.source_id(la))]
+
+
+def readers_on_plane(viewer, image, layers) -> tuple[np.ndarray, np.ndarray, list[str], int | None]:
+    """(image plane (H, W[, 3]), readers (R, H, W), reader names, slice or None)."""
+    from .prompts import current_slice
+
+    if not layers:
+        raise InputError("Check at least one Labels layer of readers' outlines.")
+    data = image.data[0] if getattr(image, "multiscale", False) else image.data
+    grid = L.spatial_shape(image)
+    if len(grid) not in (2, 3):
+        raise InputError(f"'{image.name}' has {len(grid)} spatial axes; cases are cut from 2D "
+                         "images and from a slice of 3D volumes.")
+    z = current_slice(viewer, image) if len(grid) == 3 else None
+    plane = np.asarray(data[z] if z is not None else data)
+    planes, names = [], []
+    for layer in layers:
+        n = reader_count(layer, image)
+        if n is None:
+            raise InputError(f"Labels '{layer.name}' {L.spatial_shape(layer)} is not on the "
+                             f"pixel grid of '{image.name}' {grid}.")
+        ldata = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+        arr = np.asarray(ldata)
+        stack = arr[None] if n == 1 and arr.ndim == len(grid) else arr
+        for r in range(stack.shape[0]):
+            planes.append(np.asarray(stack[r][z] if z is not None else stack[r]))
+            names.append(layer.name if stack.shape[0] == 1 else f"{layer.name}-{r + 1}")
+    return plane, np.stack(planes), names, z
+
+
+class AddCasePanel(QWidget):
+    """Image + readers + training folder -> "Add case"."""
+
+    added = Signal(str)  # the training folder, after a case was written
+
+    def __init__(self, viewer, model_config: Callable[[], Any], parent: QWidget | None = None):
+        super().__init__(parent)
+        from napari.layers import Image
+
+        self.viewer, self._model_config = viewer, model_config
+        self.image = LayerChoice(viewer, (Image,), keep=lambda la: not L.is_output(la))
+        self.readers = ReaderList(viewer, self.image.value)
+        self.image.currentIndexChanged.connect(self.readers.refresh)
+        self.folder = PathField("training folder: one case per sub-folder", file=False,
+                                folder=True)
+        self.folder.edit.textChanged.connect(self._show_count)
+        self.add_button = QPushButton("Add case")
+        self.add_button.setToolTip("Cut the patch the model sees around the readers' outlines "
+                                   "on the shown slice and add it to the training folder.")
+        self.info = QLabel("")
+        self.info.setWordWrap(True)
+        form = QFormLayout()
+        form.addRow("Image", self.image)
+        form.addRow("Readers", self.readers)
+        form.addRow("Training folder", self.folder)
+        box = QVBoxLayout(self)
+        box.addLayout(form)
+        box.addWidget(self.add_button)
+        box.addWidget(self.info)
+        box.addStretch(1)
+        self.add_button.clicked.connect(self.add_case)
+
+    def _show_count(self, *_) -> None:
+        from ..training.data import count_cases
+
+        folder = self.folder.text()
+        n = count_cases(folder) if folder else 0
+        self.info.setText(f"{n} case{'s' * (n != 1)} in this folder." if folder else "")
+
+    def add_case(self) -> Path | None:
+        """Write one case; returns its folder (None, with a message, when it could not)."""
+        from napari.utils.notifications import show_warning
+
+        from ..training.cases import make_case
+        from ..training.data import count_cases, write_case
+        from .prompts import modality_of, spacing_of, world_to_source
+
+        try:
+            image, folder = self.image.value(), self.folder.text()
+            if image is None:
+                raise InputError("Open an image first (and its readers' Labels layers).")
+            if not folder:
+                raise InputError("Choose a training folder for the cases.")
+            plane, readers, names, z = readers_on_plane(self.viewer, image,
+                                                        self.readers.value())
+            cfg = self._model_config()
+            centre = world_to_source(self.viewer, image, self.viewer.camera.center)[-2:]
+            case = make_case(plane, readers, context_size=cfg.context_size,
+                             crop_size=cfg.crop_size, modality=modality_of(image),
+                             spacing=spacing_of(image),
+                             model_spacing=cfg.extra.get("pixel_spacing_mm"), center=centre)
+            case.info.update(image_layer=image.name, slice=z)
+            path = write_case(folder, case.image, case.masks, names, case.info)
+        except Exception as e:  # noqa: BLE001 - the user's input: say what is wrong
+            notify_error(e)
+            return None
+        n = count_cases(folder)
+        where = f" (slice {z})" if z is not None else ""
+        outlined = case.info["outlined_by"]
+        text = (f"Added {path.name}{where}: {len(names)} readers, {outlined} outlined; "
+                f"{n} case{'s' * (n != 1)} in {Path(folder).name}.")
+        for w in case.warnings:
+            show_warning(f"{path.name}: {w}")
+            text += f" Note: {w}."
+        self.info.setText(text)
+        self.added.emit(folder)
+        return path

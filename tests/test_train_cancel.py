@@ -1,0 +1,50 @@
+"""Cancel within 1 s on the standard preset (the LIDC recipe's model and batch), mid-iteration,
+through the dock's child process; the checkpoint is the last completed iteration's."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from napari_ambiseg.config import ModelConfig
+from napari_ambiseg.errors import Cancelled
+from napari_ambiseg.training.config import TrainConfig
+from napari_ambiseg.widgets.train_process import run_training
+from napari_ambiseg.widgets.training import PRESETS
+
+
+def test_cancel_within_a_second_on_the_standard_preset(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (8, 128, 128), dtype=np.uint8)  # the LIDC crop size
+    masks = np.zeros((8, 4, 128, 128), np.uint8)
+    masks[:, :2, 56:72, 56:72] = 1
+    np.savez(tmp_path / "data.npz", images=images, masks=masks)
+    model_cfg = ModelConfig(**PRESETS["standard (LIDC recipe)"])
+    train_cfg = TrainConfig(data=str(tmp_path / "data.npz"), batch_size=32, device="cpu",
+                            threads=1)  # the recipe's batch; one core of the test machine
+    stop, times, events = threading.Event(), {}, []
+
+    def emit(e):
+        events.append(e)
+        if e["kind"] == "progress" and "request" not in times:
+            def later():  # early in iteration 2 (the first one includes warm-up)
+                time.sleep(e["s_per_it"] / 5)
+                times["request"] = time.perf_counter()
+                stop.set()
+            threading.Thread(target=later, daemon=True).start()
+        elif e["kind"] == "cancelled":
+            times["ack"] = time.perf_counter()
+
+    with pytest.raises(Cancelled, match="inside iteration"):
+        run_training(model_cfg, train_cfg, tmp_path / "run", False, emit, stop)
+    times["stopped"] = time.perf_counter()
+    last = events[-1]
+    assert last["kind"] == "cancelled" and last["where"] == f"inside iteration {last['step'] + 1}"
+    assert times["ack"] - times["request"] < 1.0        # checkpoint written, process told us
+    assert times["stopped"] - times["request"] < 1.0    # and the process is gone
+    ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert ck["step"] == last["step"] >= 1 and ck["model_config"] == model_cfg.to_dict()
