@@ -267,7 +267,8 @@ def cmd_train(args) -> int:
         model_cfg = (load_config(resolve_weights(args.init))[0] if args.init
                      else ModelConfig())
         train_cfg = TrainConfig()
-    for key in ("data", "val_data", "init", "iterations", "batch_size", "lr", "device"):
+    for key in ("data", "val_data", "init", "iterations", "batch_size", "lr", "device",
+                "log_every"):
         value = getattr(args, key)
         if value is not None:
             setattr(train_cfg, key, value)
@@ -357,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", dest="batch_size", type=int, default=None)
     t.add_argument("--lr", type=float, default=None)
     t.add_argument("--device", default=None)
+    t.add_argument("--log-every", dest="log_every", type=int, default=None,
+                   help="a log.csv row (mean and median loss) every this many iterations "
+                   "(default 20)")
     t.set_defaults(func=cmd_train)
 
     d = sub.add_parser("demo", help="open napari on a real CT and show the sampler's output")
