@@ -48,3 +48,21 @@ def test_cancel_within_a_second_on_the_standard_preset(tmp_path):
     assert times["stopped"] - times["request"] < 1.0    # and the process is gone
     ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert ck["step"] == last["step"] >= 1 and ck["model_config"] == model_cfg.to_dict()
+
+
+def test_cancel_while_starting_ends_the_child_at_once(tmp_path):
+    """Before the first iteration there is nothing to save: the child is ended right away."""
+    np.savez(tmp_path / "data.npz", images=np.zeros((2, 32, 32), np.uint8),
+             masks=np.zeros((2, 1, 32, 32), np.uint8))
+    stop, phases = threading.Event(), []
+
+    def emit(e):
+        phases.append(e.get("phase"))
+        stop.set()  # on the parent's own first event, before the child reported anything
+
+    with pytest.raises(Cancelled, match="before its first iteration"):
+        run_training(ModelConfig(**PRESETS["tiny (smoke tests)"]),
+                     TrainConfig(data=str(tmp_path / "data.npz"), device="cpu"),
+                     tmp_path / "run", False, emit, stop)
+    assert phases[0] == "start"
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()

@@ -153,8 +153,10 @@ def set_loss(ax, artists: dict[str, Any], steps, raw, median) -> None:
         artists["spikes"].set_data(steps[over], np.full(int(over.sum()), limits[1]))
     else:
         artists["spikes"].set_data([], [])
-    if steps.size:
-        ax.set_xlim(0, max(float(steps.max()), 1.0) * 1.02)
+    if steps.size:  # from 0, unless the log is a later stage alone
+        first, last = float(steps.min()), max(float(steps.max()), 1.0)
+        left = 0.0 if first < 0.25 * last else first
+        ax.set_xlim(left, last + 0.02 * (last - left))
 
 
 def plot_log(log_csv: Path, png: Path) -> None:

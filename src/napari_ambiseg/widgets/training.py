@@ -156,6 +156,7 @@ class TrainingWidget(QWidget):
         self._out: Path | None = None
         self._said, self._said_at, self._last_event = "", 0.0, 0.0
         self._running_step: int | None = None  # the iteration under way (for the ticker)
+        self._cancelled: dict | None = None     # the trainer's "cancelled" event
         defaults = load_defaults()
 
         self.data = PathField("LIDC-style .npz or a case folder", "Data (*.npz)", folder=True)
@@ -296,7 +297,7 @@ class TrainingWidget(QWidget):
         self.start_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.load_button.setEnabled(False)
-        self._running_step = None
+        self._running_step, self._cancelled = None, None
         self._say("Starting the training process")
         self._ticker.start()
         worker.start()
@@ -355,6 +356,7 @@ class TrainingWidget(QWidget):
             rows = self.plot.load(self._out / "log.csv")
             self._say(f"Resumed at iteration {e['step']:,} ({rows} log rows of history)")
         elif kind == "cancelled":
+            self._cancelled = e
             self._say(f"Stopped {e.get('where', '')}: iteration {e['step']:,} is saved")
         else:
             self.plot.add(e)
@@ -375,9 +377,12 @@ class TrainingWidget(QWidget):
     def _on_error(self, exc: BaseException) -> None:
         self.last_result = exc
         self.weights_path = self._weights_in(self._out)
-        if isinstance(exc, Cancelled):
-            self._say(f"Stopped: {exc}. The checkpoint in {self._out} is saved; "
-                      "Start with Resume continues.")
+        if isinstance(exc, Cancelled) and self._cancelled is not None:
+            e = self._cancelled
+            self._say(f"Stopped {e.get('where', '')}: the checkpoint of iteration "
+                      f"{e['step']:,} is saved in {self._out}; Start with Resume continues.")
+        elif isinstance(exc, Cancelled):
+            self._say(f"Stopped: {exc}.")
         else:
             self._say(f"Failed: {exc}")
             notify_error(exc)
