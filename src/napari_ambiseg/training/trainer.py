@@ -29,12 +29,10 @@ from ..diffusion import Schedule, x_from_prediction
 from ..diffusion.parameterization import loss_weight
 from ..errors import Cancelled, InputError
 from ..models import build_model
-from ..segmenter import Segmenter
 from ..weights_io import atomic_write_bytes, load_weights, save_weights
 from .augment import make_batch
 from .config import TrainConfig, save_run_config
 from .data import MultiRaterData, load_data
-from .evaluate import evaluate_model
 from .runlog import LOG_FIELDS, append_log, plot_log, truncate_log
 
 __all__ = ["LOG_FIELDS", "EMA", "diffusion_loss", "lr_factor", "plot_log", "train"]
@@ -263,6 +261,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *, resu
         raise Cancelled(f"training stopped at iteration {step} ({where}); resume with --resume")
 
     def validate() -> dict[str, Any]:
+        from ..segmenter import Segmenter  # here: half a second less before iteration 1
+        from .evaluate import evaluate_model
+
         seg_model = copy.deepcopy(ema.model)
         if inside:
             _stop_hooks(seg_model, stop)
