@@ -105,11 +105,7 @@ def export(res, path: str, reference: dict, kind: str) -> list[str]:
     if kind == "labels":
         return io.write_labels(embed(res.consensus(0.5).astype(np.uint8), shape, res.z0),
                                path, reference)
-    write_agreement = getattr(io, "write_agreement", None)
-    if write_agreement is None:
-        raise InputError("--export-agreement needs napari_ambiseg.io.write_agreement, which "
-                         "this version lacks")
-    return write_agreement(embed(res.agreement.astype(np.float32), shape, res.z0), path,
+    return io.write_agreement(embed(res.agreement.astype(np.float32), shape, res.z0), path,
                            reference)
 
 
@@ -182,6 +178,12 @@ def cmd_sample(args) -> int:
     for option, path in (("--export", args.export), ("--export-agreement", args.export_agreement)):
         if path:
             _export_suffix(path, reference, option)
+    if args.export_agreement:
+        from . import io
+
+        if not hasattr(io, "write_agreement"):
+            raise InputError("--export-agreement needs napari_ambiseg.io.write_agreement, which "
+                             "this version lacks")
     key = req.prompt.z if req.volume else None
     check_image_2d(req.image if key is None else req.image[key])  # before the model loads
     seg = Segmenter.load(args.weights, device=args.device)
