@@ -105,3 +105,37 @@ def test_new_labels_layer_saves_with_source_geometry(make_napari_viewer, tmp_pat
     [k] = [k for k, frame in enumerate(seg.pixel_array) if frame.any()]  # every frame is written
     ref = seg.PerFrameFunctionalGroupsSequence[k].DerivationImageSequence[0].SourceImageSequence[0]
     assert ref.ReferencedSOPInstanceUID == image.metadata["ambiseg"]["sop_instance_uids"][2]
+
+
+def test_save_agreement_and_unplaced_labels_from_the_viewer(make_napari_viewer, tmp_path, monkeypatch):
+    """File > Save Selected Layers: the agreement heatmap after its source was closed (own
+    geometry record), and labels with no geometry anywhere (saved, with a warning notification
+    and a sidecar note)."""
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    viewer = make_napari_viewer()
+    write_ct_series(tmp_path / "ct", shape=(5, 16, 20), spacing=(3.0, 0.75, 0.6), origin=(-9, 8, 7))
+    [image] = viewer.open(str(tmp_path / "ct"), plugin=PLUGIN)
+    agreement = np.zeros(image.data.shape, np.float32)
+    agreement[2, 4:8, 5:9] = 0.5
+    heat = viewer.add_image(agreement, name="agreement", scale=image.scale, translate=image.translate,
+                            metadata={"ambiseg_output": {"kind": "agreement"},
+                                      "ambiseg": dict(image.metadata["ambiseg"])})
+    viewer.layers.remove(image)
+    viewer.layers.selection = {heat}
+    nii = tmp_path / "agreement.nii.gz"
+    assert viewer.layers.save(str(nii), selected=True) == [str(nii)]  # the only writer of .nii.gz
+    [back] = viewer.open(str(nii), plugin=PLUGIN)
+    assert back.contrast_limits == [0.0, 1.0]
+    np.testing.assert_array_equal(back.data, agreement)
+    np.testing.assert_allclose(back.translate, heat.translate, atol=1e-4)
+
+    shown = []
+    monkeypatch.setattr(notification_manager, "dispatch", shown.append)
+    drawn = viewer.add_labels(np.zeros((4, 6, 8), np.uint8), name="sketch", scale=(2, 1, 1))
+    viewer.layers.selection = {drawn}
+    out = tmp_path / "sketch.nrrd"
+    written = viewer.layers.save(str(out), selected=True, plugin=PLUGIN)
+    assert str(out) in written and (tmp_path / "sketch.nrrd.geometry.txt").is_file()
+    [note] = [n for n in shown if n.severity == NotificationSeverity.WARNING]
+    assert "ASSUMED" in note.message and "'sketch'" in note.message

@@ -84,7 +84,7 @@ class MedicalImage:
         (and no pixel data).
         """
         keep = ("source", "source_files", "sop_instance_uids", "frame_order", "tags",
-                "windows", "photometric", "frame_time_ms", "warnings", "segment_labels")
+                "windows", "photometric", "frame_time_ms", "warnings", "segment_labels", "ambiseg_kind")
         return {
             "modality": self.modality,
             "model_modality": self.model_modality,
@@ -116,6 +116,8 @@ class MedicalImage:
             kwargs["colormap"] = "gray_r" if self.metadata.get("photometric") == "MONOCHROME1" else "gray"
             if self.window:
                 kwargs["contrast_limits"] = list(window_to_limits(*self.window))
+            if self.metadata.get("ambiseg_kind") == "agreement":  # a 0..1 map shown over its image
+                kwargs.update(colormap="inferno", blending="additive")
         return self.data, kwargs, "image"
 
     def gray_layer_data(self) -> tuple[np.ndarray, dict[str, Any], str] | None:
