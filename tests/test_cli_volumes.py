@@ -9,15 +9,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from napari_ambiseg import io
 from napari_ambiseg.cli import main
 from napari_ambiseg.models import build_model
 from napari_ambiseg.modes import find_modes
 from napari_ambiseg.result import SampleResult, binary_entropy
 from napari_ambiseg.weights_io import save_weights
 from toy import tiny_config
-
-HAS_AGREEMENT_WRITER = hasattr(io, "write_agreement")
 
 
 class Blob:
@@ -125,10 +122,8 @@ def test_export_of_one_slice_is_zero_elsewhere_and_agreement_too(tmp_path, obliq
     source = sitk.ReadImage(str(oblique_nifti))
     marked = sitk.GetArrayFromImage(source) > 0
     out, labels = tmp_path / "out", tmp_path / "one.nii.gz"
-    args = ["sample", oblique_nifti, "--slice", 4, "--out", out, "--export", labels]
-    if HAS_AGREEMENT_WRITER:
-        args += ["--export-agreement", tmp_path / "agreement.nii.gz"]
-    run(args)
+    run(["sample", oblique_nifti, "--slice", 4, "--out", out, "--export", labels,
+         "--export-agreement", tmp_path / "agreement.nii.gz"])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["z0"] == 4 and summary["slices"] == 1
     got = sitk.GetArrayFromImage(sitk.ReadImage(str(labels))) > 0
@@ -136,31 +131,26 @@ def test_export_of_one_slice_is_zero_elsewhere_and_agreement_too(tmp_path, obliq
     got_points = {tuple(np.round(p, 3)) for p in points(source, got)}
     assert got_points <= {tuple(np.round(p, 3)) for p in points(source, marked)}
     assert got.sum() == marked.sum() // 3
-    if HAS_AGREEMENT_WRITER:
-        heat = sitk.ReadImage(str(tmp_path / "agreement.nii.gz"))
-        same_grid(heat, source)
-        values = sitk.GetArrayFromImage(heat)
-        np.testing.assert_array_equal(values > 0, got)
-        assert values.max() == pytest.approx(1.0)
+    heat = sitk.ReadImage(str(tmp_path / "agreement.nii.gz"))
+    same_grid(heat, source)
+    values = sitk.GetArrayFromImage(heat)
+    assert values.dtype == np.float32 and values.max() == pytest.approx(1.0)
+    np.testing.assert_array_equal(values > 0, got)
 
 
 def test_export_from_a_dicom_series(tmp_path, ct_series, blob):
     source = read_series(ct_series)
     marked = sitk.GetArrayFromImage(source) > 0
     out = tmp_path / "out"
-    args = ["sample", ct_series, "--slices", 1, 6, "--out", out,
-            "--export", tmp_path / "consensus.nrrd"]
-    if HAS_AGREEMENT_WRITER:
-        args += ["--export-agreement", tmp_path / "agreement.nii.gz"]
-    run(args)
+    run(["sample", ct_series, "--slices", 1, 6, "--out", out,
+         "--export", tmp_path / "consensus.nrrd", "--export-agreement", tmp_path / "agreement.mha"])
     written = sitk.ReadImage(str(tmp_path / "consensus.nrrd"))
     same_grid(written, source)
     got = sitk.GetArrayFromImage(written) > 0
     np.testing.assert_allclose(points(written, got), points(source, marked), atol=1e-3)
-    if HAS_AGREEMENT_WRITER:
-        heat = sitk.ReadImage(str(tmp_path / "agreement.nii.gz"))
-        same_grid(heat, source)
-        np.testing.assert_array_equal(sitk.GetArrayFromImage(heat) > 0, got)
+    heat = sitk.ReadImage(str(tmp_path / "agreement.mha"))
+    same_grid(heat, source)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(heat) > 0, got)
     samples = np.load(out / "samples.npy")
     assert samples.shape == (16, 6, 32, 30) and samples.dtype == np.uint8
 
@@ -169,10 +159,12 @@ def test_export_dicom_seg_from_a_dicom_series(tmp_path, ct_series, blob):
     pydicom = pytest.importorskip("pydicom")
     source = read_series(ct_series)
     marked = sitk.GetArrayFromImage(source) > 0
-    seg_path = tmp_path / "consensus.dcm"
-    run(["sample", ct_series, "--slices", 0, 7, "--out", tmp_path / "out", "--export", seg_path])
+    seg_path, heat_path = tmp_path / "consensus.dcm", tmp_path / "agreement.dcm"
+    run(["sample", ct_series, "--slices", 0, 7, "--out", tmp_path / "out", "--export", seg_path,
+         "--export-agreement", heat_path])
     ds = pydicom.dcmread(seg_path)
-    assert ds.Modality == "SEG"
+    assert ds.Modality == "SEG" and ds.SegmentationType == "BINARY"
+    assert pydicom.dcmread(heat_path).SegmentationType == "FRACTIONAL"
     series_uid = pydicom.dcmread(next(ct_series.iterdir())).SeriesInstanceUID
     assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == series_uid
     # every non-empty SEG frame sits on a source slice that has the blob (all frames are written)
@@ -219,6 +211,7 @@ def test_npy_volume_export_says_the_geometry_is_assumed(tmp_path, blob, capsys):
     run(["sample", tmp_path / "v.npy", "--slices", 1, 3, "--spacing", 2, 0.5, 0.5,
          "--out", tmp_path / "o", "--export", labels])
     assert "no geometry" in capsys.readouterr().err
+    assert (tmp_path / "c.nii.gz.geometry.txt").is_file()  # the writers' note beside the file
     written = sitk.ReadImage(str(labels))
     assert written.GetSize() == (20, 20, 5)
     np.testing.assert_allclose(written.GetSpacing(), (0.5, 0.5, 2.0))

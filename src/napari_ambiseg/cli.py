@@ -87,26 +87,16 @@ def _export_suffix(path: str, reference: dict, option: str) -> None:
         raise InputError(f"{option} {path}: folder {Path(path).resolve().parent} does not exist")
 
 
-def embed(data: np.ndarray, shape: tuple[int, ...], z0: int | None) -> np.ndarray:
-    """A slab (Z', H, W) of slices z0.. inside zeros of the input's full `shape`."""
-    if z0 is None:
-        return data
-    full = np.zeros(shape, dtype=data.dtype)
-    full[z0:z0 + data.shape[0]] = data
-    return full
-
-
 def export(res, path: str, reference: dict, kind: str) -> list[str]:
     """Write the consensus (labels, 1 where agreement >= 0.5) or the agreement heatmap
-    (float 0..1) on the input's full grid with its geometry; returns the written paths."""
+    (float 0..1) on the input's full grid (a slab goes in at its z0: zeros elsewhere) with
+    its geometry; returns the written paths."""
     from . import io
 
-    shape = tuple(reference["shape"])
+    ref = reference if res.z0 is None else reference | {"z0": res.z0}
     if kind == "labels":
-        return io.write_labels(embed(res.consensus(0.5).astype(np.uint8), shape, res.z0),
-                               path, reference)
-    return io.write_agreement(embed(res.agreement.astype(np.float32), shape, res.z0), path,
-                           reference)
+        return io.write_labels(res.consensus(0.5).astype(np.uint8), path, ref, from_model=True)
+    return io.write_agreement(res.agreement.astype(np.float32), path, ref)
 
 
 def mode_lines(res, limit: int = 8) -> list[str]:
@@ -178,12 +168,6 @@ def cmd_sample(args) -> int:
     for option, path in (("--export", args.export), ("--export-agreement", args.export_agreement)):
         if path:
             _export_suffix(path, reference, option)
-    if args.export_agreement:
-        from . import io
-
-        if not hasattr(io, "write_agreement"):
-            raise InputError("--export-agreement needs napari_ambiseg.io.write_agreement, which "
-                             "this version lacks")
     key = req.prompt.z if req.volume else None
     check_image_2d(req.image if key is None else req.image[key])  # before the model loads
     seg = Segmenter.load(args.weights, device=args.device)
