@@ -16,6 +16,7 @@ from qtpy.QtWidgets import (QButtonGroup, QDoubleSpinBox, QFormLayout, QGridLayo
 
 from . import layers as L
 from ._qt import LayerChoice, notify_error
+from .recovery import RecoveryBanner, protect
 from .thumbnails import crop_box, thumbnail, to_pixmap
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ class GalleryWidget(QWidget):
         adopt.addRow("", self.adopt_sample_button)
         adopt.addRow("", consensus)
         box = QVBoxLayout(self)
+        box.addWidget(RecoveryBanner(self.viewer))  # restore offer after a crash
         box.addLayout(top)
         box.addWidget(scroll, 1)
         box.addLayout(adopt)
@@ -272,6 +274,7 @@ class GalleryWidget(QWidget):
             notify_error(e)
             return None
         self.viewer.layers.selection.active = layer
+        protect(self.viewer, layer)  # crash safety: snapshot it now and while edited
         self.status.setText(text)
         if layer is target:
             show_info(text)  # writing into existing labels deserves a notification

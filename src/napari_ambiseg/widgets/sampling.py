@@ -21,6 +21,7 @@ from . import layers as L
 from ._qt import LayerChoice, PathField, error_text, notify_error
 from .engine import Outputs, sampling_job
 from .prompts import build_request, current_slice
+from .recovery import RecoveryBanner
 from .settings import DEVICES, load_defaults
 
 if TYPE_CHECKING:
@@ -98,6 +99,7 @@ class SamplingWidget(QWidget):
         form.addRow("Weights", self.weights)
         form.addRow("", self.model_status)
         box = QVBoxLayout(self)
+        box.addWidget(RecoveryBanner(self.viewer))  # restore offer after a crash
         box.addLayout(form)
         box.addWidget(_row(self.run_button, self.cancel_button))
         box.addWidget(self.status)
