@@ -34,6 +34,9 @@ from .volume import MedicalImage, grayscale_uint8
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr")
 KIND_KEY = "ambiseg_kind"
+#: display flips of the source (ITK axes) kept in marked files, so they reopen the way their
+#: source is shown (a DICOM series is shown as stored; NIfTI/NRRD/MHA images are flipped)
+FLIP_KEY = "ambiseg_flip"
 #: NIfTI intent (code, intent_name) and description written for each kind
 NIFTI_INTENTS = {"labels": (1002, "labels"), "agreement": (1001, "agreement")}
 _DESCRIPTIONS = {"labels": "napari-ambiseg labels", "agreement": "napari-ambiseg agreement (0..1)"}
@@ -167,6 +170,29 @@ def _marked_kind(reader: sitk.ImageFileReader) -> str | None:
     return None
 
 
+def _flip_text(flip) -> str:
+    return ",".join(str(int(a)) for a in flip) or "none"
+
+
+def _marked_flip(reader: sitk.ImageFileReader) -> list[int] | None:
+    """The source's display flips recorded by :func:`write_volume`, None when absent."""
+    keys = set(reader.GetMetaDataKeys())
+    text = reader.GetMetaData(FLIP_KEY) if FLIP_KEY in keys else ""
+    if not text and "descrip" in keys:  # NIfTI: in the description
+        descrip = reader.GetMetaData("descrip")
+        text = descrip.split(f"{FLIP_KEY}=", 1)[1] if f"{FLIP_KEY}=" in descrip else ""
+    text = text.strip().split()[0] if text.strip() else ""
+    if not text:
+        return None
+    if text == "none":
+        return []
+    try:
+        axes = sorted({int(a) for a in text.split(",")})
+    except ValueError:
+        return None
+    return axes if all(0 <= a <= 2 for a in axes) else None
+
+
 def named_like_labels(path: str | os.PathLike) -> bool:
     """A file name that says segmentation: a word ending in seg (``ct_seg``, ``aseg``,
     ``dseg``), or containing label or mask (``labels``, ``labelmap``, ``brainmask``)."""
@@ -225,6 +251,7 @@ def read_volume(path: str | os.PathLike) -> MedicalImage:
         with quiet_itk():
             reader = _read_information(path, name)
             kind = _marked_kind(reader)
+            flip = _marked_flip(reader) if kind else None
             image = reader.Execute()
         arr = sitk.GetArrayFromImage(image)
         geometry = _geometry_3d(image)
@@ -234,7 +261,7 @@ def read_volume(path: str | os.PathLike) -> MedicalImage:
         if suffix_of(path) not in (".nii", ".nii.gz"):
             raise
         arr, geometry, kind = _nifti2_with_nibabel(path, name)
-        ncomp, ndim = 1, 3
+        ncomp, ndim, flip = 1, 3, None
     except RuntimeError as e:
         raise ReadError(f"Cannot read {name}: the image data is corrupt or truncated "
                         f"({str(e).strip().splitlines()[-1][:200]}).") from e
@@ -246,7 +273,8 @@ def read_volume(path: str | os.PathLike) -> MedicalImage:
                         "(grayscale or RGB only).")
     if rgb:
         arr = arr[..., :3]
-    geometry["flip"] = canonical_flips(np.asarray(geometry["direction"]).reshape(3, 3))
+    geometry["flip"] = (flip if flip is not None
+                        else canonical_flips(np.asarray(geometry["direction"]).reshape(3, 3)))
     arr = flip_array(arr, geometry["flip"])
     if ndim == 2:
         arr = arr[0]
@@ -287,7 +315,7 @@ def label_dtype(labels: np.ndarray) -> np.dtype:
     return np.dtype(np.int64)
 
 
-def _set_nifti_intent(nii: Path, kind: str) -> None:
+def _set_nifti_intent(nii: Path, kind: str, flip: str) -> None:
     """Write the intent and description of ``kind`` into an uncompressed NIfTI header in place
     (SimpleITK 2.x ignores ``intent_code``/``intent_name`` metadata when writing NIfTI)."""
     import nibabel as nib
@@ -301,7 +329,7 @@ def _set_nifti_intent(nii: Path, kind: str) -> None:
         header_class = nib.Nifti1Header if size == 348 else nib.Nifti2Header
         header = header_class(binaryblock=first + f.read(size - 4), check=False)
         header.set_intent(code, name=intent_name)
-        header["descrip"] = _DESCRIPTIONS[kind].encode()
+        header["descrip"] = f"{_DESCRIPTIONS[kind]}; {FLIP_KEY}={flip}".encode()
         f.seek(0)
         f.write(header.binaryblock)
 
@@ -336,14 +364,16 @@ def write_volume(data: np.ndarray, path: str | os.PathLike, reference: dict[str,
     image.SetSpacing([float(s) for s in geom["spacing"]])
     image.SetOrigin([float(o) for o in geom["origin"]])
     image.SetDirection([float(d) for d in geom["direction"]])
+    flip = _flip_text(geom.get("flip", []))
     if kind:
         image.SetMetaData(KIND_KEY, kind)
+        image.SetMetaData(FLIP_KEY, flip)
     nifti = suffix in (".nii", ".nii.gz")
     with atomic_output(path) as tmp:
         if nifti and kind in NIFTI_INTENTS:  # intent goes into the header before publishing
             raw = tmp.with_name(tmp.name[: -len(suffix)] + ".nii")
             sitk.WriteImage(image, str(raw), useCompression=False)
-            _set_nifti_intent(raw, kind)
+            _set_nifti_intent(raw, kind, flip)
             if suffix == ".nii.gz":
                 _gzip(raw, tmp)
         else:
