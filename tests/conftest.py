@@ -33,3 +33,14 @@ def _few_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def no_viewer(monkeypatch):
+    """The napari writers see no viewer; their warning notifications are recorded (returned)."""
+    from napari_ambiseg import _writer
+
+    shown: list[str] = []
+    monkeypatch.setattr(_writer, "_current_viewer", lambda: None)
+    monkeypatch.setattr(_writer, "_warn", shown.append)
+    return shown

@@ -34,13 +34,7 @@ AFFINES = {  # RAS affines: spacing 0.8 / 0.9 / 3.0 mm, non-zero origin
 }
 
 
-@pytest.fixture(autouse=True)
-def no_viewer(monkeypatch):
-    """No napari viewer, and every warning notification recorded."""
-    shown: list[str] = []
-    monkeypatch.setattr(_writer, "_current_viewer", lambda: None)
-    monkeypatch.setattr(_writer, "_warn", shown.append)
-    return shown
+pytestmark = pytest.mark.usefixtures("no_viewer")  # tests/conftest.py
 
 
 def _source(tmp_path, kind: str):

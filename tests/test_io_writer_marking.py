@@ -18,12 +18,7 @@ from napari_ambiseg.io.sitk_io import few_values, named_like_labels
 from napari_ambiseg.io.synthetic import write_ct_series
 
 
-@pytest.fixture(autouse=True)
-def no_viewer(monkeypatch):
-    shown: list[str] = []
-    monkeypatch.setattr(_writer, "_current_viewer", lambda: None)
-    monkeypatch.setattr(_writer, "_warn", shown.append)
-    return shown
+pytestmark = pytest.mark.usefixtures("no_viewer")  # tests/conftest.py
 
 
 @pytest.fixture()

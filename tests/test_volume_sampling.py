@@ -10,7 +10,7 @@ from napari_ambiseg.modes import find_modes
 from napari_ambiseg.result import SampleResult, binary_entropy
 from napari_ambiseg.segmenter import Segmenter
 from napari_ambiseg.volume_sampling import Prompt, Request, sample_request, slice_plan
-from toy import tiny_config
+from toy import ThresholdSegmenter, tiny_config
 
 
 def ct_volume(depth=7, size=48, seed=0):
@@ -100,20 +100,7 @@ def test_progress_counts_steps_and_cancel_stops_within_one_evaluation(seg):
     assert len(evaluations) == 2
 
 
-class Blob:
-    """Stand-in segmenter: every sample marks the plane's bright pixels (> 0); no batching."""
-
-    def __init__(self):
-        self.calls = []
-
-    def sample(self, image, n, steps, seed, *, center=None, box=None, progress=None, **_):
-        self.calls.append(center)
-        for i in range(steps):
-            progress and progress(i + 1, steps)
-        masks = np.repeat((np.asarray(image) > 0)[None], n, 0)
-        agreement = masks.mean(0, dtype=np.float32)
-        return SampleResult(masks, agreement, binary_entropy(agreement), find_modes(masks),
-                            (0, 0, *image.shape), steps, seed)
+Blob = ThresholdSegmenter  # no batching
 
 
 class BatchedBlob(Blob):

@@ -14,23 +14,11 @@ from napari_ambiseg.segmenter import SampleResult, binary_entropy
 from napari_ambiseg.widgets import layers as L
 from napari_ambiseg.widgets.engine import Prompt, Request, run_request, sampling_job, stream
 from napari_ambiseg.widgets.tiny import tiny_segmenter
+from toy import ThresholdSegmenter
 
 
-class Threshold:
-    """Samples = the bright blob of the plane (same for all N); records each prompt."""
+Threshold = ThresholdSegmenter
 
-    def __init__(self):
-        self.centers = []
-
-    def sample(self, image, n, steps, seed, *, center=None, box=None, progress=None,
-               should_stop=None, **_):
-        self.centers.append(center)
-        for i in range(steps):
-            progress and progress(i + 1, steps)
-        masks = np.repeat((np.asarray(image) > 0)[None], n, 0)
-        agreement = masks.mean(0, dtype=np.float32)
-        return SampleResult(masks, agreement, binary_entropy(agreement), find_modes(masks),
-                            (0, 0, *image.shape), steps, seed)
 
 
 def drifting_blob(depth=9, size=40, slices=range(2, 7)):
@@ -50,7 +38,7 @@ def test_follow_the_finding_up_and_down_recentring():
     # sampled 4, then up 5, 6 and the empty 7; down 3, 2 and the empty 1
     assert out.z0 == 1 and out.masks.shape == (3, 7, 40, 40) and out.key == 3
     assert [bool(out.masks[0, z].any()) for z in range(7)] == [0, 1, 1, 1, 1, 1, 0]
-    assert seg.centers[1] == (18.0, 20.0)  # re-centred on slice 4 (rows 15-20, cols 18-23)
+    assert seg.calls[1] == (18.0, 20.0)  # re-centred on slice 4 (rows 15-20, cols 18-23)
     assert seen[-1][0] == seen[-1][1] == 7 * 2 and seen[-1][2].startswith("slice")
 
 

@@ -35,3 +35,23 @@ def two_mode_data(k: int = 16, size: int = 32, raters: int = 10, frac_a: float =
     n_a = int(round(frac_a * raters))
     masks = np.stack([np.stack([a] * n_a + [b] * (raters - n_a))] * k)
     return MultiRaterData(images, masks, "two-mode toy")
+
+
+class ThresholdSegmenter:
+    """Stand-in segmenter: every sample marks the plane's bright pixels (> 0); records each
+    prompt's centre in `calls`; one plane at a time."""
+
+    def __init__(self):
+        self.calls = []
+
+    def sample(self, image, n, steps, seed, *, center=None, box=None, progress=None, **_):
+        from napari_ambiseg.modes import find_modes
+        from napari_ambiseg.segmenter import SampleResult, binary_entropy
+
+        self.calls.append(center)
+        for i in range(steps):
+            progress and progress(i + 1, steps)
+        masks = np.repeat((np.asarray(image) > 0)[None], n, 0)
+        agreement = masks.mean(0, dtype=np.float32)
+        return SampleResult(masks, agreement, binary_entropy(agreement), find_modes(masks),
+                            (0, 0, *image.shape), steps, seed)
