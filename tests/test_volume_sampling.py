@@ -6,8 +6,7 @@ import torch
 
 from napari_ambiseg.errors import Cancelled, InputError
 from napari_ambiseg.models import build_model
-from napari_ambiseg.modes import find_modes
-from napari_ambiseg.result import SampleResult, binary_entropy
+from napari_ambiseg.result import SampleResult
 from napari_ambiseg.segmenter import Segmenter
 from napari_ambiseg.volume_sampling import Prompt, Request, sample_request, slice_plan
 from toy import ThresholdSegmenter, tiny_config

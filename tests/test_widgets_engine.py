@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 
 from napari_ambiseg.errors import Cancelled, InputError
-from napari_ambiseg.modes import find_modes
-from napari_ambiseg.segmenter import SampleResult, binary_entropy
 from napari_ambiseg.widgets import layers as L
 from napari_ambiseg.widgets.engine import Prompt, Request, run_request, sampling_job, stream
 from napari_ambiseg.widgets.tiny import tiny_segmenter
