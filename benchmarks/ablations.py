@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _report import machine, write_section  # noqa: E402
 
-from napari_ambiseg.config import ModelConfig  # noqa: E402
+from napari_ambiseg.config import ModelConfig, Scope  # noqa: E402
 from napari_ambiseg.segmenter import Segmenter  # noqa: E402
 from napari_ambiseg.training.config import TrainConfig  # noqa: E402
 from napari_ambiseg.training.data import load_npz  # noqa: E402
@@ -58,7 +58,7 @@ def main() -> None:
     results = {}
     for name in args.only.split(","):
         out = Path(args.runs) / f"ablation_{name.replace('=', '')}"
-        cfg = ModelConfig(extra={"pixel_spacing_mm": 0.7}, **VARIANTS[name])
+        cfg = ModelConfig(scope=Scope(pixel_spacing_mm=0.7), **VARIANTS[name])
         tcfg = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, lr=5e-4,
                            warmup=min(300, args.iterations // 5), val_every=10**9,
                            checkpoint_every=100, seed=0)

@@ -55,3 +55,27 @@ def test_config_validation_and_versions():
     with pytest.raises(ValueError, match="newer"):
         ModelConfig.from_dict(d)
     assert ModelConfig.from_dict(ModelConfig().to_dict()) == ModelConfig()
+
+
+def test_format_1_files_migrate_their_scope(tmp_path):
+    """Format 1 kept the modality at the top and the spacing in `extra`: both reach `scope`."""
+    cfg = tiny_config()
+    save_weights(build_model(cfg), cfg, tmp_path / "old")
+    meta = json.loads((tmp_path / "old.json").read_text())
+    config = {k: v for k, v in meta["config"].items() if k not in ("scope", "format_version")}
+    config |= {"modality": "MR", "extra": {"pixel_spacing_mm": 0.9, "note": "kept"}}
+    (tmp_path / "old.json").write_text(json.dumps({"format_version": 1, "config": config}))
+    _, cfg1, _ = load_weights(tmp_path / "old")
+    assert cfg1.scope.modality == "MR" and cfg1.scope.pixel_spacing_mm == 0.9
+    assert cfg1.extra == {"note": "kept"} and cfg1.scope.task == ""
+    assert ModelConfig.from_dict(cfg1.to_dict()) == cfg1  # format 2 round trip
+
+
+def test_bundled_config_states_its_scope():
+    from napari_ambiseg.weights_io import bundled_weights_path, load_config
+
+    cfg, _ = load_config(bundled_weights_path())
+    scope = cfg.scope
+    assert (scope.modality, scope.task, scope.pixel_spacing_mm) == ("CT", "lung nodules", 0.7)
+    assert "LIDC-IDRI train split" in scope.training_data and "-1000" in scope.intensity
+    assert cfg.extra == {}

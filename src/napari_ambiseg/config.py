@@ -7,12 +7,38 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the model's scope is typed (`Scope`); 1 kept it in `modality`/`extra`
 
 PREDICTIONS = ("eps", "x", "v")
 SCHEDULES = ("cosine", "linear")
 WEIGHTINGS = ("snr", "snr+1", "1", "sigmoid")
 SAMPLERS = ("ddpm", "ddim")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What the model was trained on: inputs outside this are warned about (`scope.py`).
+
+    Empty text fields mean "not recorded" (e.g. a model trained on the user's own data)."""
+
+    modality: str = "CT"                     # imaging modality of the training images
+    task: str = ""                           # anatomy / finding, e.g. "lung nodules"
+    pixel_spacing_mm: float | None = None    # in-plane mm per pixel (inputs are resampled to it)
+    intensity: str = ""                      # intensity convention of the training images
+    training_data: str = ""                  # data set (and split) the model learnt from
+
+    def description(self) -> str:
+        """The scope in plain words (the model card uses this very text)."""
+        what = f"{self.task} in {self.modality}" if self.task else f"{self.modality} images"
+        parts = [f"Trained on {what}"]
+        if self.training_data:
+            parts[0] += f" ({self.training_data})"
+        if self.pixel_spacing_mm:
+            parts.append(f"at about {self.pixel_spacing_mm:g} mm per pixel")
+        text = ", ".join(parts) + "."
+        if self.intensity:
+            text += f" Intensities: {self.intensity}."
+        return text
 
 
 @dataclass
@@ -40,8 +66,8 @@ class ModelConfig:
     sampler: str = "ddpm"
     steps: int = 10
     n_samples: int = 16
-    # --- preprocessing (documented in docs/model_card.md) ---
-    modality: str = "CT"
+    # --- scope and preprocessing (documented in docs/model_card.md) ---
+    scope: Scope = field(default_factory=Scope)
     hu_window: tuple[float, float | None] = (-1000.0, None)  # lower clip; upper = crop max
     name: str = "ambiseg"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -50,6 +76,8 @@ class ModelConfig:
         self.image_widths = tuple(int(w) for w in self.image_widths)
         self.mask_widths = tuple(int(w) for w in self.mask_widths)
         self.hu_window = tuple(self.hu_window)  # type: ignore[assignment]
+        if isinstance(self.scope, dict):
+            self.scope = Scope(**self.scope)
         self.validate()
 
     def validate(self) -> None:
@@ -84,6 +112,13 @@ class ModelConfig:
         if version > FORMAT_VERSION:
             raise ValueError(f"model format version {version} is newer than this napari-ambiseg "
                              f"understands ({FORMAT_VERSION}); upgrade napari-ambiseg")
+        if version < 2:
+            d = migrate_v1(d)
+        if isinstance(d.get("scope"), dict):
+            scope_fields = {f.name for f in dataclasses.fields(Scope)}
+            unknown = set(d["scope"]) - scope_fields
+            if unknown:
+                raise ValueError(f"ModelConfig: unknown scope fields {sorted(unknown)}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -92,3 +127,15 @@ class ModelConfig:
 
     def replace(self, **changes: Any) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
+
+
+def migrate_v1(d: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 -> 2: `modality` and `extra["pixel_spacing_mm"]` move into `scope`."""
+    d, extra = dict(d), dict(d.get("extra") or {})
+    scope = dict(d.get("scope") or {})
+    if "modality" in d:
+        scope["modality"] = d.pop("modality")
+    if "pixel_spacing_mm" in extra:
+        scope["pixel_spacing_mm"] = float(extra.pop("pixel_spacing_mm"))
+    d["scope"], d["extra"] = scope, extra
+    return d

@@ -62,7 +62,7 @@ class Segmenter:
         (extra leading entries are ignored)."""
         inplane = tuple(spacing)[-2:] if spacing is not None else None
         return region_for(shape, self.cfg.crop_size, center=center, box=box, spacing=inplane,
-                          model_spacing=self.cfg.extra.get("pixel_spacing_mm"))
+                          model_spacing=self.cfg.scope.pixel_spacing_mm)
 
     def prepare(self, image: np.ndarray, region: Region, modality: str) -> torch.Tensor:
         """Validated float image -> normalised (1, 1, crop, crop) network input at `region`."""

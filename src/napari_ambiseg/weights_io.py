@@ -71,7 +71,10 @@ def load_config(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, Any]]:
         raise WeightsError(f"model config not found: {js} (weights need their .json beside them)")
     try:
         meta = json.loads(js.read_text())
-        return ModelConfig.from_dict(meta["config"]), meta.get("info", {})
+        config = dict(meta["config"])
+        # files older than their config's own version field are format 1: migrated on load
+        config.setdefault("format_version", meta.get("format_version", 1))
+        return ModelConfig.from_dict(config), meta.get("info", {})
     except (ValueError, KeyError, TypeError) as e:
         raise WeightsError(f"model config {js} is not valid: {e}") from None
 

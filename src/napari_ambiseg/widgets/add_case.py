@@ -186,7 +186,7 @@ class AddCasePanel(QWidget):
             case = make_case(plane, readers, context_size=cfg.context_size,
                              crop_size=cfg.crop_size, modality=modality_of(image),
                              spacing=spacing_of(image),
-                             model_spacing=cfg.extra.get("pixel_spacing_mm"), center=centre)
+                             model_spacing=cfg.scope.pixel_spacing_mm, center=centre)
             case.info.update(image_layer=image.name, slice=z)
             path = write_case(folder, case.image, case.masks, names, case.info)
         except Exception as e:  # noqa: BLE001 - the user's input: say what is wrong
