@@ -44,7 +44,12 @@ def setup(make_napari_viewer, qtbot, volume=False):
 def test_modes_sorted_by_frequency_and_click_shows_sample(make_napari_viewer, qtbot):
     viewer, src, sampler, gallery = setup(make_napari_viewer, qtbot)
     texts = [h.text().replace("<b>", "").replace("</b>", "") for h in gallery.headers]
-    assert texts == ["mode 1 - 9 of 16", "mode 2 - 5 of 16", "mode 3 - 2 of 16"]
+    assert texts[0].startswith("mode 1 - 9 of 16: ") and "mm^2" in texts[0]
+    assert texts[1].startswith("mode 2 - 5 of 16: ") and "mm^2" in texts[1]
+    assert texts[2] == "no finding - 2 of 16"  # the empty mode: said so, and not adoptable
+    assert sorted(gallery.adopt_buttons) == [1, 2]
+    # disk of radius 5 px = 81 px at 0.8 x 0.6 mm
+    assert texts[0].split(": ")[1].startswith(f"{81 * 0.8 * 0.6:.0f} mm^2")
     assert sorted(gallery.buttons) == list(range(16))
     assert not gallery.buttons[0].icon().isNull()
     samples = L.outputs_of(viewer.layers, src)["samples"]
@@ -115,6 +120,7 @@ def test_adopt_into_painted_layer_keeps_paint_after_confirmation(make_napari_vie
 def test_adopt_from_a_volume_lands_on_the_right_slice(make_napari_viewer, qtbot):
     viewer, src, sampler, gallery = setup(make_napari_viewer, qtbot, volume=True)
     assert sampler.last_outputs.z0 == 3
+    assert "mm^3" in gallery.headers[0].text()  # (z, y, x) spacing reaches the sizes
     labels = gallery.adopt_sample(0)
     assert labels.data.shape == (5, 64, 64)
     np.testing.assert_allclose(labels.scale, (2.0, *SCALE))

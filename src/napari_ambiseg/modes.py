@@ -1,8 +1,13 @@
-"""Group sampled masks into modes (clusters by IoU) with their frequencies."""
+"""Group sampled masks into modes (clusters by IoU) with their frequencies.
+
+Specks (samples of at most `SPECK_PX` pixels per marked slice) form no mode of their own: a
+speck lying mostly inside a mode's representative joins that mode, any other counts as "no
+finding" (it joins the empty mode, made for it if no sample is empty).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -14,36 +19,78 @@ class Mode:
     members: list[int]        # sample indices, the representative first
     frequency: float          # fraction of samples in this mode
     representative: int       # medoid: highest mean IoU to the other members
+    specks: list[int] = field(default_factory=list)  # members merged in as specks
 
     def label(self, rank: int, n: int) -> str:
         return f"mode {rank} - {len(self.members)} of {n}"
 
 
-def find_modes(masks: np.ndarray, min_iou: float = 0.5) -> list[Mode]:
+SPECK_PX = 2  # a sample of at most this many pixels per marked slice is a speck
+
+
+def empty_or_speck(masks: np.ndarray, speck_px: int = SPECK_PX) -> tuple[np.ndarray, np.ndarray]:
+    """(empty, speck) flags of (N, H, W) or (N, Z, H, W) masks: speck = not empty and at most
+    `speck_px` pixels per marked slice on average (a 2D mask is one slice)."""
+    m = np.asarray(masks).astype(bool)
+    n = len(m)
+    px = m.reshape(n, -1).sum(1)
+    slices = m.reshape(n, m.shape[1], -1).any(2).sum(1) if m.ndim == 4 else (px > 0)
+    empty = px == 0
+    speck = ~empty & (px <= speck_px * np.maximum(slices, 1))
+    return empty, speck
+
+
+def find_modes(masks: np.ndarray, min_iou: float = 0.5, speck_px: int = SPECK_PX) -> list[Mode]:
     """Average-linkage clustering on d = 1 - IoU, cut where clusters' mean IoU < `min_iou`.
 
-    Empty masks have IoU 1 with each other, so "no finding" forms its own mode. Modes are
-    sorted by frequency (ties: by first member).
+    Empty masks have IoU 1 with each other, so "no finding" forms its own mode. Specks
+    (`empty_or_speck`) are merged afterwards (module docstring). Modes are sorted by
+    frequency (ties: by first member).
     """
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import squareform
 
+    masks = np.asarray(masks).astype(bool)
     n = len(masks)
     if n == 0:
         return []
-    sim = pairwise_iou(masks, masks)
-    if n == 1:
+    empty, speck = empty_or_speck(masks, speck_px)
+    if speck.all():  # nothing but specks: keep them as they are, grouped as no finding
+        speck[:] = False
+    kept = np.flatnonzero(~speck)
+    sim = pairwise_iou(masks[kept], masks[kept])
+    if len(kept) == 1:
         labels = np.array([1])
     else:
         dist = np.clip(1.0 - sim, 0.0, 1.0)
         np.fill_diagonal(dist, 0.0)
         tree = linkage(squareform(dist, checks=False), method="average")
         labels = fcluster(tree, t=1.0 - min_iou, criterion="distance")
-    modes = []
+    groups = []
     for lab in np.unique(labels):
         idx = np.flatnonzero(labels == lab)
         medoid = int(idx[np.argmax(sim[np.ix_(idx, idx)].mean(1))])
-        members = [medoid] + [int(i) for i in idx if i != medoid]
-        modes.append(Mode(members, len(idx) / n, medoid))
+        groups.append([int(kept[medoid])] + [int(kept[i]) for i in idx if i != medoid])
+    specks: dict[int, list[int]] = {}
+    flat = masks.reshape(n, -1)
+    for k in np.flatnonzero(speck):
+        inside = [flat[k][flat[g[0]]].sum() / flat[k].sum() if g else 0.0 for g in groups]
+        best = int(np.argmax(inside)) if groups else -1
+        if best < 0 or inside[best] < 0.5:
+            best = next((i for i, g in enumerate(groups) if not g or empty[g[0]]), None)
+            if best is None:  # no empty sample: the specks make the no-finding mode
+                groups.append([])
+                best = len(groups) - 1
+        specks.setdefault(best, []).append(int(k))
+    modes = []
+    for i, g in enumerate(groups):
+        members = g + specks.get(i, [])
+        modes.append(Mode(members, len(members) / n, members[0], specks.get(i, [])))
     modes.sort(key=lambda m: (-len(m.members), min(m.members)))
     return modes
+
+
+def is_no_finding(mode: Mode, masks: np.ndarray, speck_px: int = SPECK_PX) -> bool:
+    """True for the mode of empty samples (and of specks counted as no finding)."""
+    empty, speck = empty_or_speck(masks[[mode.representative]], speck_px)
+    return bool(empty[0] or speck[0])

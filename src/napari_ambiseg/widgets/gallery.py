@@ -14,6 +14,7 @@ from qtpy.QtWidgets import (QButtonGroup, QDoubleSpinBox, QFormLayout, QGridLayo
                             QHBoxLayout, QLabel, QMessageBox, QPushButton, QScrollArea,
                             QToolButton, QVBoxLayout, QWidget)
 
+from ..modes import SPECK_PX, empty_or_speck
 from . import layers as L
 from ._qt import LayerChoice, notify_error
 from .recovery import RecoveryBanner, protect
@@ -41,6 +42,9 @@ class GalleryWidget(QWidget):
         self.selected: int | None = None
         self.buttons: dict[int, QToolButton] = {}
         self.headers: list[QLabel] = []
+        self.adopt_buttons: dict[int, QPushButton] = {}  # by mode rank; none for no finding
+        self.notes = QLabel("")  # what the mode list merged (specks)
+        self.notes.setWordWrap(True)
         self._watched = None  # the samples layer whose data changes trigger a refresh
         self._group = QButtonGroup(self)
         self._group.setExclusive(True)
@@ -79,6 +83,7 @@ class GalleryWidget(QWidget):
         box = QVBoxLayout(self)
         box.addWidget(RecoveryBanner(self.viewer))  # restore offer after a crash
         box.addLayout(top)
+        box.addWidget(self.notes)
         box.addWidget(scroll, 1)
         box.addLayout(adopt)
         box.addWidget(self.status)
@@ -124,6 +129,8 @@ class GalleryWidget(QWidget):
         for b in list(self._group.buttons()):
             self._group.removeButton(b)
         self.buttons, self.headers, self.selected = {}, [], None
+        self.adopt_buttons = {}
+        self.notes.setText("")
         cur = self.current()
         self._watch(None if cur is None else cur[0])
         enabled = cur is not None and cur[2] is not None
@@ -140,8 +147,19 @@ class GalleryWidget(QWidget):
         n, modes = int(info["n"]), info["modes"]
         plane, masks, clim = self._planes(samples, info, source)
         box = crop_box(info["bounds"], plane.shape[:2])
-        for rank, members in enumerate(modes, start=1):
-            self._add_mode(samples, rank, members, n, plane, masks, clim, box)
+        empty, speck = empty_or_speck(L.sample_masks(samples))
+        sizes = info.get("mode_sizes") or [{}] * len(modes)
+        notes = []
+        for rank, (members, size) in enumerate(zip(modes, sizes), start=1):
+            rep = members[0]
+            nothing = bool(empty[rep] or speck[rep])
+            self._add_mode(samples, rank, members, n, plane, masks, clim, box,
+                           None if nothing else size.get("text", ""))
+            k = int(speck[members].sum())
+            if k:
+                where = "counted as no finding" if nothing else f"joined mode {rank}"
+                notes.append(f"{k} speck{'s' * (k > 1)} (<= {SPECK_PX} px) {where}")
+        self.notes.setText("; ".join(notes))
         self._content_layout.addStretch(1)
         self.select(modes[0][0], show=False)
 
@@ -156,17 +174,25 @@ class GalleryWidget(QWidget):
         clim = (0, 255) if rgb else source.contrast_limits
         return np.asarray(data), masks, clim
 
-    def _add_mode(self, samples, rank, members, n, plane, masks, clim, box) -> None:
+    def _add_mode(self, samples, rank, members, n, plane, masks, clim, box, size) -> None:
+        """One mode: header "mode 2 - 5 of 16: 410 mm^3 (310-520), 9.8 mm" with an Adopt
+        button, or "no finding - 7 of 16" (`size` None) without; then its thumbnails."""
         header = QWidget()
         row = QHBoxLayout(header)
         row.setContentsMargins(0, 6, 0, 0)
-        label = QLabel(f"<b>mode {rank} - {len(members)} of {n}</b>")
+        title = (f"no finding - {len(members)} of {n}" if size is None
+                 else f"mode {rank} - {len(members)} of {n}" + (f": {size}" if size else ""))
+        label = QLabel(f"<b>{title}</b>")
+        label.setWordWrap(True)
         self.headers.append(label)
-        adopt = QPushButton("Adopt representative")
-        adopt.setToolTip(f"Sample {members[0]}: the most typical member of this mode")
-        adopt.clicked.connect(lambda _=False, r=rank: self.adopt_mode(r))
         row.addWidget(label, 1)
-        row.addWidget(adopt)
+        if size is not None:
+            adopt = QPushButton("Adopt")
+            adopt.setToolTip(f"Adopt sample {members[0]}, the most typical member of this "
+                             "mode, as labels")
+            adopt.clicked.connect(lambda _=False, r=rank: self.adopt_mode(r))
+            row.addWidget(adopt)
+            self.adopt_buttons[rank] = adopt
         self._content_layout.addWidget(header)
         grid_w = QWidget()
         grid = QGridLayout(grid_w)

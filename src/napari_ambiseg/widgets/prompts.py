@@ -80,14 +80,15 @@ def prompt_from(viewer, source, where: Any, click=None) -> Prompt:
     raise InputError(f"Unknown prompt {where!r}")
 
 
-def spacing_of(source) -> tuple[float, float] | None:
-    """In-plane pixel spacing (mm): the reader's record (unless it was assumed, not read),
-    else a non-unit layer scale."""
+def spacing_of(source, axes: int = 2) -> tuple[float, ...] | None:
+    """Pixel spacing (mm) of the last `axes` axes ((y, x), or (z, y, x) for volumes so that
+    sizes come in mm^3): the reader's record (unless it was assumed, not read), else a
+    non-unit layer scale."""
     meta = (source.metadata or {}).get("ambiseg") or {}
     spacing = meta.get("spacing")
-    if spacing and len(spacing) >= 2 and not meta.get("assumed"):
-        return float(spacing[-2]), float(spacing[-1])
-    scale = tuple(float(s) for s in source.scale[-2:])
+    if spacing and len(spacing) >= axes and not meta.get("assumed"):
+        return tuple(float(s) for s in spacing[-axes:])
+    scale = tuple(float(s) for s in source.scale[-axes:])
     return None if np.allclose(scale, 1.0) else scale
 
 
@@ -115,7 +116,8 @@ def build_request(viewer, source, where: Any, *, click=None, slices: str = "curr
     data = source.data[0] if getattr(source, "multiscale", False) else source.data
     prompt = prompt_from(viewer, source, where, click)
     req = Request(image=data, prompt=prompt, n=n, steps=steps, seed=seed,
-                  spacing=spacing_of(source), modality=modality_of(source, modality))
+                  spacing=spacing_of(source, len(shape)),
+                  modality=modality_of(source, modality))
     if len(shape) == 3:
         prompt.z = current_slice(viewer, source)
         req.volume = True
