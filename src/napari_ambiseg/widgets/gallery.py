@@ -27,6 +27,26 @@ COLUMNS = 4
 THUMB = 80
 
 
+def _thumb_button() -> QToolButton:
+    b = QToolButton()
+    b.setIconSize(QSize(THUMB, THUMB))
+    b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextUnderIcon)
+    return b
+
+
+def rows_height(rows: int) -> int:
+    """Pixels that show a mode header and `rows` rows of thumbnails (with their captions)."""
+    from qtpy.QtGui import QIcon, QPixmap
+
+    b = _thumb_button()
+    b.setText("#15 (rep.)")
+    b.setIcon(QIcon(QPixmap(THUMB, THUMB)))
+    header = max(QLabel("<b>mode 1</b>").sizeHint().height(),
+                 QPushButton("Adopt").sizeHint().height()) + 6  # its top margin
+    margins, spacing = 12, 6  # the content's margin and the layouts' spacing (Qt styles: 9-11, 6)
+    return margins + header + spacing + rows * (b.sizeHint().height() + spacing)
+
+
 def _is_samples(layer) -> bool:
     return (L.output_info(layer) or {}).get("kind") == "samples"
 
@@ -64,9 +84,10 @@ class GalleryWidget(QWidget):
 
         self._content = QWidget()
         self._content_layout = QVBoxLayout(self._content)
-        scroll = QScrollArea()
+        self.scroll = scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(self._content)
+        scroll.setMinimumHeight(rows_height(2) + 2 * scroll.frameWidth())  # fits beside the sampling dock: 2 rows seen
 
         top = QFormLayout()
         top.addRow("Result", self.result)
@@ -200,12 +221,10 @@ class GalleryWidget(QWidget):
         color = samples.get_color(rank)
         color = np.asarray((1.0, 0.3, 0.2) if color is None else color, dtype=float)
         for i, k in enumerate(members):
-            b = QToolButton()
+            b = _thumb_button()
             b.setCheckable(True)
             b.setIcon(_icon(thumbnail(plane, masks[k], box, clim, color, THUMB)))
-            b.setIconSize(QSize(THUMB, THUMB))
             b.setText(f"#{k}" + (" (rep.)" if i == 0 else ""))
-            b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextUnderIcon)
             b.clicked.connect(lambda _=False, k=k: self.select(k))
             self._group.addButton(b)
             self.buttons[k] = b

@@ -1,0 +1,37 @@
+"""The gallery fits: both docks added from the Plugins menu in a 1600x1000 window show at
+least two rows of thumbnails without resizing anything."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QPoint
+from qtpy.QtWidgets import QApplication
+
+from napari_ambiseg.widgets.gallery import COLUMNS, rows_height
+from napari_ambiseg.widgets.tiny import ScriptedSegmenter
+
+pytestmark = pytest.mark.gui
+
+
+def test_gallery_shows_two_rows_beside_the_sampling_dock(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1600, 1000)
+    img = np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)
+    viewer.add_image(img, name="ct")
+    _, sampler = viewer.window.add_plugin_dock_widget("napari-ambiseg", "Sample segmentations")
+    _, gallery = viewer.window.add_plugin_dock_widget("napari-ambiseg", "Gallery")
+    sampler.set_segmenter(ScriptedSegmenter(), "scripted")  # modes of 9, 5, 2 of 16
+    sampler.n.setValue(16)
+    sampler.steps.setValue(2)
+    with qtbot.waitSignal(sampler.done, timeout=30_000):
+        sampler.run()
+    for _ in range(10):
+        QApplication.processEvents()
+    assert viewer.window._qt_window.height() == 1000
+    view = gallery.scroll.viewport()
+    assert view.height() >= rows_height(2)
+    # the first thumbnail of the second row is entirely in view
+    second_row = gallery.buttons[gallery.current()[1]["modes"][0][COLUMNS]]  # mode 1: 9
+    bottom = second_row.mapTo(view, QPoint(0, second_row.height())).y()
+    assert 0 < bottom <= view.height()
