@@ -129,3 +129,21 @@ def test_progress_plain_lines_off_a_terminal_and_a_bar_on_one():
         bar(4, 8, "slice 3")
         assert (bar.bar.n, bar.bar.total) == (4, 8)  # tqdm's bar, with rate and ETA
     assert "sampling" in term.getvalue() and "steps/s" in term.getvalue()
+
+
+def test_sample_outside_the_models_scope_says_so_on_stderr(tmp_path, weights, capsys):
+    """Issue 13 item 4: an MR input with a CT model warns (stderr) and the result says so."""
+    pydicom = pytest.importorskip("pydicom")
+    mr = pydicom.data.get_testdata_file("MR_small.dcm")
+    assert main(["sample", mr, "--n", "2", "--steps", "1", "--out", str(tmp_path / "mr"),
+                 "--weights", weights]) == 0
+    io = capsys.readouterr()
+    assert "warning" in io.err and "Outside the model's scope: it is an MR image" in io.err
+    assert io.out.startswith("outside the model's scope (see the warning above): 2 masks")
+    summary = json.loads((tmp_path / "mr" / "summary.json").read_text())
+    assert any("MR" in w for w in summary["outside_scope"])
+    ct = pydicom.data.get_testdata_file("CT_small.dcm")
+    assert main(["sample", ct, "--n", "2", "--steps", "1", "--out", str(tmp_path / "ct"),
+                 "--weights", weights]) == 0
+    io = capsys.readouterr()
+    assert "scope" not in io.err and io.out.startswith("2 masks")

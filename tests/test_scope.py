@@ -23,7 +23,7 @@ def test_ct_at_the_model_scale_is_in_scope():
 
 
 def test_each_reason_is_named():
-    assert re.search(r"an MR image; .*CT lung nodules", scope_warnings(LIDC, "MR")[0])
+    assert re.search(r"an MR image, .*CT lung nodules", scope_warnings(LIDC, "MR")[0])
     assert "ultrasound" in scope_warnings(LIDC, "US")[0]
     rgb = scope_warnings(LIDC, "US", rgb=True)
     assert len(rgb) == 2 and "colour (RGB)" in rgb[0]

@@ -159,6 +159,7 @@ def _request(args, img, assumed: bool):
 def cmd_sample(args) -> int:
     from .io.preprocess import check_image_2d
     from .progress import ProgressBar
+    from .scope import layer_scope_warnings, scope_text
     from .segmenter import Segmenter
     from .volume_sampling import sample_request
 
@@ -171,6 +172,9 @@ def cmd_sample(args) -> int:
     key = req.prompt.z if req.volume else None
     check_image_2d(req.image if key is None else req.image[key])  # before the model loads
     seg = Segmenter.load(args.weights, device=args.device)
+    outside = layer_scope_warnings(seg.cfg, reference, rgb=img.rgb)
+    if outside:
+        print(f"ambiseg sample: warning: {args.input}: {scope_text(outside)}", file=sys.stderr)
     with ProgressBar("sampling", "steps") as bar:
         res = sample_request(seg, req, progress=bar)
     out = Path(args.out)
@@ -193,12 +197,13 @@ def cmd_sample(args) -> int:
                 written[kind] = export(res, path, reference, kind)
     summary = res.summary() | {"input": str(args.input), "input_shape": list(img.spatial_shape),
                                "weights": str(args.weights or "bundled"),
-                               "geometry_assumed": assumed,
+                               "geometry_assumed": assumed, "outside_scope": outside,
                                "exported": written}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     span = "" if res.z0 is None else (f" on slices {res.z0}-{res.z0 + res.masks.shape[1] - 1}"
                                       f" of {img.spatial_shape[0]}")
-    print(f"{res.n} masks{span} in {res.seconds:.2f} s; {len(res.modes)} mode(s):")
+    caution = "outside the model's scope (see the warning above): " if outside else ""
+    print(f"{caution}{res.n} masks{span} in {res.seconds:.2f} s; {len(res.modes)} mode(s):")
     print("\n".join(mode_lines(res)))
     for paths in written.values():
         print(f"exported {', '.join(paths)}")

@@ -31,9 +31,9 @@ def scope_warnings(scope: Scope | ModelConfig, modality: str = "", spacing=None,
     model = f"{scope.modality} {scope.task}".strip() if scope.task else scope.modality
     out = []
     if rgb:
-        out.append(f"it is a colour (RGB) image; the model was trained on grayscale {model}")
+        out.append("it is a colour (RGB) image, the model saw grayscale only")
     if modality and modality != "8bit" and modality != scope.modality:
-        out.append(f"it is {_MODALITY_NAMES.get(modality, modality)} image; the model was "
+        out.append(f"it is {_MODALITY_NAMES.get(modality, modality)} image, the model was "
                    f"trained on {model} only")
     if is_cine(axes):
         out.append("it is a cine: its frames are time points, sampled one by one as still "

@@ -16,7 +16,9 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLab
                             QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from ..errors import Cancelled, InputError
+from ..io.volume import METADATA_KEY
 from ..io.windows import CT_PRESETS, apply_window_preset
+from ..scope import is_cine, layer_scope_warnings, scope_text
 from . import layers as L
 from ._qt import LayerChoice, PathField, error_text, notify_error
 from .engine import Outputs, sampling_job
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 
 SLICE_MODES = (("current slice", "current"), ("slice range", "range"),
                ("whole finding (follow up and down)", "follow"))
+FRAME_MODES = ("current frame", "frame range", "follow over frames")  # a cine: frames are time
 MODALITIES = ("auto", "CT", "MR", "US", "8bit")
 
 
@@ -52,11 +55,17 @@ class SamplingWidget(QWidget):
         self._click = None
         self._injected: tuple[Any, str] | None = None
         self._seg_cache: tuple[tuple, Any] | None = None
+        self._scope_cache: tuple[str, Any] | None = None
         defaults = load_defaults()
 
         self.image = LayerChoice(self.viewer, (Image,), keep=lambda la: not L.is_output(la))
         self.where = LayerChoice(self.viewer, (Points, Shapes),
                                  fixed=[("image centre", "centre"), ("last click", "click")])
+        self.scope_warning = QLabel()  # persistent while the chosen image is out of scope
+        self.scope_warning.setWordWrap(True)
+        self.scope_warning.setStyleSheet("QLabel { background: #5c3a00; color: #ffd27f; "
+                                         "padding: 4px; border-radius: 3px; }")
+        self.scope_warning.setVisible(False)
         self.window = QComboBox()
         self.window.addItems(["(as read)", *CT_PRESETS])
         self.window.setToolTip("CT window presets (HU): sets the image layer's contrast limits")
@@ -86,6 +95,7 @@ class SamplingWidget(QWidget):
 
         form = QFormLayout()
         form.addRow("Image", self.image)
+        form.addRow(self.scope_warning)
         form.addRow("CT window", self.window)
         form.addRow("Where", self.where)
         form.addRow("", self.click_to_sample)
@@ -104,7 +114,7 @@ class SamplingWidget(QWidget):
         box.addWidget(_row(self.run_button, self.cancel_button))
         box.addWidget(self.status)
         box.addStretch(1)
-        self._z_row = z_row
+        self._z_row, self._form = z_row, form
 
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
@@ -133,7 +143,7 @@ class SamplingWidget(QWidget):
     def set_weights(self, path: str) -> None:
         """Use the weights file `path` from the next run (e.g. from the training widget)."""
         self._injected = None
-        self._seg_cache = None
+        self._seg_cache = self._scope_cache = None
         self.weights.setText(str(path))
         self._update_model_status()
 
@@ -157,6 +167,38 @@ class SamplingWidget(QWidget):
             text = ("No bundled weights in this installation: choose a .safetensors file "
                     "above, or train a model in the Training widget.")
         self.model_status.setText(text)
+        self._update_scope()
+
+    def model_scope(self):
+        """The chosen model's `Scope`, from its config alone (the network is not loaded);
+        None when the weights cannot be read (the model status says why)."""
+        from ..errors import WeightsError
+        from ..weights_io import load_config, resolve_weights
+
+        if self._injected is not None:
+            cfg = getattr(self._injected[0], "cfg", None)
+            return getattr(cfg, "scope", None)
+        key = self.weights.text()
+        if self._scope_cache is None or self._scope_cache[0] != key:
+            try:
+                scope = load_config(resolve_weights(key or None).expanduser())[0].scope
+            except (WeightsError, OSError):
+                scope = None
+            self._scope_cache = (key, scope)
+        return self._scope_cache[1]
+
+    def scope_warnings(self) -> list[str]:
+        """Why the chosen image is outside the model's scope (empty: nothing against it)."""
+        layer, scope = self.image.value(), self.model_scope()
+        if layer is None or scope is None:
+            return []
+        return layer_scope_warnings(scope, layer.metadata.get(METADATA_KEY),
+                                    rgb=bool(getattr(layer, "rgb", False)))
+
+    def _update_scope(self) -> None:
+        text = scope_text(self.scope_warnings())
+        self.scope_warning.setText(text)
+        self.scope_warning.setVisible(bool(text))
 
     def segmenter(self, key: tuple | None = None):
         """The `Segmenter` for `key` = (weights, device) (default: the fields' values),
@@ -188,7 +230,27 @@ class SamplingWidget(QWidget):
             for spin, value in ((self.z_from, z - 2), (self.z_to, z + 2)):
                 spin.setMaximum(depth - 1)
                 spin.setValue(max(0, min(value, depth - 1)))
+        self._show_for_image()
         self._on_slices()
+
+    def _show_for_image(self) -> None:
+        """Controls that fit the chosen image: frames for a cine, the CT window for CT only,
+        the scope warning."""
+        layer = self.image.value()
+        ref = (layer.metadata.get(METADATA_KEY) if layer is not None else None) or {}
+        cine = is_cine(ref.get("axes"))
+        for i, (label, _) in enumerate(SLICE_MODES):
+            self.slices.setItemText(i, FRAME_MODES[i] if cine else label)
+        slices_label = self._form.labelForField(self.slices)
+        if slices_label is not None:
+            slices_label.setText("Frames" if cine else "Slices")
+        # the CT window presets are HU: only for CT in HU (not 8-bit crops, MR, ultrasound)
+        ct = not ref or (ref.get("modality") == "CT" and ref.get("model_modality") == "CT")
+        self.window.setVisible(ct)
+        window_label = self._form.labelForField(self.window)
+        if window_label is not None:
+            window_label.setVisible(ct)
+        self._update_scope()
 
     def _on_slices(self, *_) -> None:
         volume = self._volume() is not None
@@ -298,7 +360,11 @@ class SamplingWidget(QWidget):
         self.last_display_s = time.perf_counter() - t0  # GUI-thread time to show the results
         self.last_outputs = out
         where = "" if out.z0 is None else f" on slices {out.z0}-{out.z0 + out.masks.shape[1] - 1}"
-        self.status.setText(f"{out.n} samples{where} in {out.seconds:.1f} s: "
+        scope = self.model_scope()
+        out_of_scope = scope is not None and layer_scope_warnings(
+            scope, source.metadata.get(METADATA_KEY), rgb=bool(getattr(source, "rgb", False)))
+        caution = "Outside the model's scope (see the warning above): " if out_of_scope else ""
+        self.status.setText(f"{caution}{out.n} samples{where} in {out.seconds:.1f} s: "
                             f"{len(out.modes)} mode(s); the largest has "
                             f"{len(out.modes[0].members)} of {out.n}.")
         self.sampled.emit(out)
