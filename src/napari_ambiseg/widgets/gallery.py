@@ -14,6 +14,7 @@ from qtpy.QtWidgets import (QButtonGroup, QDoubleSpinBox, QFormLayout, QGridLayo
                             QHBoxLayout, QLabel, QMessageBox, QPushButton, QScrollArea,
                             QToolButton, QVBoxLayout, QWidget)
 
+from ..compare import compare_readers, report_text
 from ..modes import SPECK_PX, empty_or_speck
 from . import layers as L
 from ._qt import LayerChoice, notify_error
@@ -51,6 +52,19 @@ def _is_samples(layer) -> bool:
     return (L.output_info(layer) or {}).get("kind") == "samples"
 
 
+READERS_KEY = "ambiseg_readers"  # contract C5
+AUTO = "auto"
+
+
+def readers_layer_of(layers, source):
+    """The readers' outlines layer (C5) opened with `source`, or None."""
+    for layer in layers:
+        meta = layer.metadata.get(READERS_KEY) if isinstance(layer.metadata, dict) else None
+        if isinstance(meta, dict) and meta.get("image_name") == source.name:
+            return layer
+    return None
+
+
 class GalleryWidget(QWidget):
     """Dock: modes of the sampled masks ("mode 1 - 9 of 16"), most frequent first."""
 
@@ -72,6 +86,14 @@ class GalleryWidget(QWidget):
         self.result = LayerChoice(self.viewer, (Labels,), keep=_is_samples)
         self.target = LayerChoice(self.viewer, (Labels,), fixed=[("new Labels layer", "new")],
                                   keep=lambda la: not L.is_output(la))
+        self.readers = LayerChoice(self.viewer, (Labels,),
+                                   fixed=[("the image's readers", AUTO), ("none", "none")],
+                                   keep=lambda la: not L.is_output(la))
+        self.readers.setToolTip("Readers' outlines to compare with: the readers layer opened "
+                                "with the image, or a Labels layer on its grid (a leading "
+                                "axis = one reader each)")
+        self.reader_buttons: list[QToolButton] = []
+        self.comparison: dict | None = None
         self.threshold = QDoubleSpinBox()
         self.threshold.setRange(0.05, 1.0)
         self.threshold.setSingleStep(0.05)
@@ -91,6 +113,7 @@ class GalleryWidget(QWidget):
 
         top = QFormLayout()
         top.addRow("Result", self.result)
+        top.addRow("Readers", self.readers)
         adopt = QFormLayout()
         adopt.addRow("Adopt into", self.target)
         consensus = QWidget()
@@ -110,6 +133,7 @@ class GalleryWidget(QWidget):
         box.addWidget(self.status)
 
         self.result.currentIndexChanged.connect(self.refresh)
+        self.readers.currentIndexChanged.connect(self.refresh)
         self.viewer.layers.events.inserted.connect(self._on_inserted)
         self.adopt_sample_button.clicked.connect(lambda: self.adopt_sample())
         self.adopt_consensus_button.clicked.connect(lambda: self.adopt_consensus())
@@ -150,7 +174,7 @@ class GalleryWidget(QWidget):
         for b in list(self._group.buttons()):
             self._group.removeButton(b)
         self.buttons, self.headers, self.selected = {}, [], None
-        self.adopt_buttons = {}
+        self.adopt_buttons, self.reader_buttons, self.comparison = {}, [], None
         self.notes.setText("")
         cur = self.current()
         self._watch(None if cur is None else cur[0])
@@ -171,6 +195,12 @@ class GalleryWidget(QWidget):
         empty, speck = empty_or_speck(L.sample_masks(samples))
         sizes = info.get("mode_sizes") or [{}] * len(modes)
         notes = []
+        names = ["no finding" if empty[m[0]] or speck[m[0]] else f"mode {r}"
+                 for r, m in enumerate(modes, start=1)]
+        try:
+            self._add_readers(samples, info, source, plane, clim, box, names, notes)
+        except Exception as e:  # noqa: BLE001 - the readers are an extra: say, keep the modes
+            notes.append(f"Readers not shown: {e}")
         for rank, (members, size) in enumerate(zip(modes, sizes), start=1):
             rep = members[0]
             nothing = bool(empty[rep] or speck[rep])
@@ -183,6 +213,65 @@ class GalleryWidget(QWidget):
         self.notes.setText("; ".join(notes))
         self._content_layout.addStretch(1)
         self.select(modes[0][0], show=False)
+
+    def readers_stack(self, source, info):
+        """(readers layer, (R, ...) masks on the result's grid: the plane, or the sampled
+        slab), or (None, None) when no readers are chosen or found."""
+        from .add_case import reader_count
+
+        choice = self.readers.value()
+        layer = (readers_layer_of(self.viewer.layers, source) if choice == AUTO
+                 else None if choice in ("none", None) else choice)
+        if layer is None:
+            return None, None
+        count = reader_count(layer, source)
+        if count is None:
+            raise ValueError(f"'{layer.name}' {L.spatial_shape(layer)} is not on the pixel "
+                             f"grid of '{source.name}' {L.spatial_shape(source)}.")
+        data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+        arr = np.asarray(data)
+        stack = arr[None] if arr.ndim == len(L.spatial_shape(source)) else arr
+        if info.get("z0") is not None:
+            depth = L.sample_masks(self.current()[0]).shape[1]
+            stack = stack[:, info["z0"]:info["z0"] + depth]
+        return layer, stack != 0
+
+    def _add_readers(self, samples, info, source, plane, clim, box, names, notes) -> None:
+        """The readers' row (outline on the prompt slice, "reader 2: no finding" for one who
+        outlined nothing) and the case's figures against the samples."""
+        layer, readers = self.readers_stack(source, info)
+        if layer is None:
+            return
+        masks = L.sample_masks(samples)
+        self.comparison = compare_readers(masks, readers, info["modes"])
+        report = QLabel(report_text(self.comparison, names))
+        report.setWordWrap(True)
+        report.setToolTip("GED: generalized energy distance (d = 1 - IoU, self-pairs "
+                          "included); HM-IoU: Hungarian-matched IoU; a reader falls into the "
+                          "mode whose representative it overlaps with IoU >= 0.5")
+        self._content_layout.addWidget(QLabel(f"<b>readers - {len(readers)} ('{layer.name}')"
+                                              "</b>"))
+        self._content_layout.addWidget(report)
+        grid_w = QWidget()
+        grid = QGridLayout(grid_w)
+        grid.setContentsMargins(0, 0, 0, 0)
+        on_plane = readers[:, info["key"]] if info.get("z0") is not None else readers
+        color = np.asarray((1.0, 1.0, 1.0))
+        for r in range(len(readers)):
+            b = _thumb_button()
+            b.setIcon(_icon(thumbnail(plane, on_plane[r], box, clim, color, THUMB)))
+            where = self.comparison["reader_modes"][r]
+            b.setText(f"reader {r + 1}" + (": no finding" if not readers[r].any() else
+                                            "" if on_plane[r].any() else ": other slices"))
+            b.setToolTip(f"Reader {r + 1} falls into "
+                         + (names[where - 1] if where else "no mode (best IoU < 0.5)"))
+            self.reader_buttons.append(b)
+            grid.addWidget(b, r // COLUMNS, r % COLUMNS)
+        self._content_layout.addWidget(grid_w)
+        view = L.show_readers_per_pixel(self.viewer, layer, source)
+        if view is not None:
+            notes.append(f"'{layer.name}' is hidden (its reader axis would follow the sample "
+                         f"slider); '{view.name}' shows how many readers outlined each pixel.")
 
     def _planes(self, samples, info, source):
         """The source plane the sampler was prompted on, the samples' masks there, window."""

@@ -451,3 +451,34 @@ def next_label(labels) -> int:
     """A label value not used yet in `labels` (so an adoption is its own object)."""
     data = np.asarray(labels.data)
     return int(data.max()) + 1 if data.size else 1
+
+
+# ------------------------------------------------------------------------------ readers
+def show_readers_per_pixel(viewer, readers, source):
+    """A readers' layer with a leading reader axis over a volume, (R, Z, H, W), shares the
+    first world axis with the samples (N, Z, H, W): the sample slider would change the reader
+    shown. Hide it and show, on the source's grid, how many readers outlined each voxel
+    (Z, H, W) as outlines (nested contours, one per count); updated in place on re-runs.
+    Returns that layer, or None when `readers` has no reader axis over a volume."""
+    from napari.layers import Labels
+
+    if len(spatial_shape(source)) != 3 or readers.ndim != 4:
+        return None
+    count = np.asarray(readers.data).astype(bool).sum(0).astype(np.uint8)
+    sid = source_id(source)
+    for layer in viewer.layers:
+        info = output_info(layer) or {}
+        if info.get("kind") == "readers" and info.get("source") == sid:
+            layer.data = count
+            break
+    else:
+        kw = geometry(source)
+        layer = Labels(count, name=f"{readers.name} per pixel", opacity=0.9,
+                       metadata={METADATA_KEY: reference_of(source),
+                                 KEY: {"kind": "readers", "source": sid,
+                                       "source_name": source.name, "of": readers.name}},
+                       **kw)
+        layer.contour = 1
+        viewer.layers.insert(viewer.layers.index(readers) + 1, layer)
+    readers.visible = False
+    return layer

@@ -1,0 +1,69 @@
+"""Readers beside the samples: the LIDC sample's readers row, the case's figures, and the
+readers' layer no longer following the sample slider."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from napari.layers import Layer
+
+from napari_ambiseg._sample_data import lidc_unseen
+from napari_ambiseg.compare import compare_readers
+from napari_ambiseg.widgets import layers as L
+from napari_ambiseg.widgets.gallery import GalleryWidget
+from napari_ambiseg.widgets.sampling import SamplingWidget
+from napari_ambiseg.widgets.tiny import ScriptedSegmenter
+
+pytestmark = pytest.mark.gui
+
+
+def open_lidc(viewer):
+    for data, kwargs, kind in lidc_unseen():
+        viewer.add_layer(Layer.create(data, kwargs, kind))
+    image = next(la for la in viewer.layers if la._type_string == "image")
+    readers = next(la for la in viewer.layers if "ambiseg_readers" in la.metadata)
+    return image, readers
+
+
+def test_readers_row_figures_and_slider(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    image, readers = open_lidc(viewer)
+    depth = L.spatial_shape(image)[0]
+    viewer.dims.set_point(0, image.data_to_world((depth // 2, 0, 0))[0])
+    sampler, gallery = SamplingWidget(viewer), GalleryWidget(viewer)
+    viewer.window.add_dock_widget(sampler, name="sampling")
+    viewer.window.add_dock_widget(gallery, name="gallery")
+    sampler.set_segmenter(ScriptedSegmenter(), "scripted")
+    sampler.n.setValue(16)
+    sampler.steps.setValue(2)
+    with qtbot.waitSignal(sampler.done, timeout=60_000):
+        sampler.run()
+    assert sampler.last_error is None
+    count = readers.metadata["ambiseg_readers"]["count"]
+    assert len(gallery.reader_buttons) == count
+    out = sampler.last_outputs
+    slab = np.asarray(readers.data)[:, out.z0:out.z0 + out.masks.shape[1]] != 0
+    expected = compare_readers(out.masks, slab, [m.members for m in out.modes])
+    assert gallery.comparison["ged"] == pytest.approx(expected["ged"])
+    assert gallery.comparison["readers_empty"] == expected["readers_empty"]
+    for r, b in enumerate(gallery.reader_buttons):
+        assert b.text().endswith(": no finding") == (not slab[r].any())
+    # the readers' layer (R, Z, H, W) is hidden: its reader axis would follow the sample
+    # slider; a (Z, H, W) count of readers per voxel shows them on the image's grid instead
+    per_pixel = L.outputs_of(viewer.layers, image)["readers"]
+    assert not readers.visible and per_pixel.visible and per_pixel.ndim == 3
+    np.testing.assert_array_equal(per_pixel.data, (np.asarray(readers.data) != 0).sum(0))
+    np.testing.assert_allclose(per_pixel.scale, image.scale)
+    shown = per_pixel._slice.image.raw.copy() if hasattr(per_pixel, "_slice") else None
+    gallery.buttons[gallery.current()[1]["modes"][-1][-1]].click()  # another sample
+    if shown is not None:
+        np.testing.assert_array_equal(per_pixel._slice.image.raw, shown)
+    assert "per pixel" in gallery.notes.text()
+    # choosing "none" hides the row; a re-run updates the count layer in place
+    gallery.readers.set_value("none")
+    assert gallery.reader_buttons == [] and gallery.comparison is None
+    gallery.readers.set_value("auto")
+    with qtbot.waitSignal(sampler.done, timeout=60_000):
+        sampler.run()
+    assert len(gallery.reader_buttons) == count
+    assert sum(1 for la in viewer.layers if (L.output_info(la) or {}).get("kind") == "readers") == 1
