@@ -55,7 +55,9 @@ def test_get_reader_claims_only_what_it_reads(tmp_path):
     (tmp_path / "a.txt").write_text("x")
     (tmp_path / "b.csv").write_text("1,2")
     assert _reader.napari_get_reader(str(tmp_path / "a.txt")) is None
-    assert _reader.napari_get_reader(str(tmp_path)) is None  # folder with no DICOM
+    # a folder of notes only: claimed, so that our reader says it holds no DICOM series
+    # (tests/test_messages.py); a folder with other image files is left to other readers
+    assert _reader.napari_get_reader(str(tmp_path)) is _reader.read_layers
     assert _reader.napari_get_reader([str(tmp_path / "a.txt"), str(tmp_path / "b.csv")]) is None
     assert _reader.napari_get_reader(get_testdata_file("CT_small.dcm")) is _reader.read_layers
     # a DICOM file without extension (as in dicomdirtests) is claimed by content

@@ -30,6 +30,22 @@ def resolve_weights(spec: str | os.PathLike | None) -> Path:
     return bundled_weights_path() if spec in (None, "bundled") else Path(spec)
 
 
+def weights_problem(path: str | os.PathLike) -> str | None:
+    """Why `path` cannot be loaded as weights, in one sentence (None: it looks loadable).
+    An existing file is never reported as "not found"."""
+    p = Path(path).expanduser()
+    st, _ = _pair(p)
+    if p.is_dir():
+        return f"{p} is a folder: choose its .safetensors weights file"
+    if p.is_file() and p.suffix not in (".safetensors", ".json"):
+        return (f"{p.name} is not a .safetensors file: napari-ambiseg loads weights only from "
+                ".safetensors (with its .json config beside it); pickles (.pt, .pth, .ckpt) "
+                "are never loaded")
+    if not st.is_file():
+        return f"weights file not found: {st}"
+    return None
+
+
 def _pair(path: str | os.PathLike) -> tuple[Path, Path]:
     p = Path(path)
     stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
@@ -87,10 +103,11 @@ def load_weights(path: str | os.PathLike | None = None, device: str | torch.devi
     from .models import build_model
 
     st, _ = _pair(resolve_weights(path))
-    if not st.is_file():
+    problem = weights_problem(resolve_weights(path))
+    if problem:
         hint = (" (the bundled weights are missing from this installation)" if path is None
                 else "")
-        raise WeightsError(f"weights file not found: {st}{hint}")
+        raise WeightsError(f"{problem}{hint}")
     cfg, info = load_config(st)
     try:
         state = load_file(str(st), device="cpu")

@@ -31,8 +31,11 @@ def check_image_2d(image: np.ndarray, name: str = "image") -> np.ndarray:
         a = to_grayscale(a)
     if a.ndim != 2:
         raise InputError(f"{name} must be 2D (H, W) or RGB (H, W, 3); got shape {a.shape}")
-    if a.size == 0 or min(a.shape) < 2:
+    if a.size == 0:
         raise InputError(f"{name} is empty (shape {a.shape})")
+    if min(a.shape) < 2:
+        raise InputError(f"{name} is too small to sample ({a.shape[0]}x{a.shape[1]} pixels; "
+                         "at least 2x2 are needed)")
     if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
         raise InputError(f"{name} must be numeric; got dtype {a.dtype}")
     a = a.astype(np.float32, copy=False)

@@ -153,14 +153,14 @@ class SamplingWidget(QWidget):
     def _update_model_status(self) -> None:
         from pathlib import Path
 
-        from ..weights_io import bundled_weights_path
+        from ..weights_io import bundled_weights_path, weights_problem
 
         if self._injected is not None:
             text = f"Model: {self._injected[1]}"
         elif self.weights.text():
             p = Path(self.weights.text()).expanduser()
-            text = (f"Weights: {p.name}" if p.with_suffix(".safetensors").is_file()
-                    else f"Weights file not found: {p}")
+            problem = weights_problem(p)
+            text = f"Weights: {p.name}" if problem is None else problem[:1].upper() + problem[1:]
         elif bundled_weights_path().is_file():
             text = "Weights: bundled LIDC model"
         else:
