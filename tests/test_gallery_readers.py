@@ -47,7 +47,8 @@ def test_readers_row_figures_and_slider(make_napari_viewer, qtbot):
     assert gallery.comparison["ged"] == pytest.approx(expected["ged"])
     assert gallery.comparison["readers_empty"] == expected["readers_empty"]
     for r, b in enumerate(gallery.reader_buttons):
-        assert b.text().endswith(": no finding") == (not slab[r].any())
+        assert b.text().endswith("\nno finding") == (not slab[r].any())
+        assert b.text().startswith(f"reader {r + 1}\n")
     # the readers' layer (R, Z, H, W) is hidden: its reader axis would follow the sample
     # slider; a (Z, H, W) count of readers per voxel shows them on the image's grid instead
     per_pixel = L.outputs_of(viewer.layers, image)["readers"]
@@ -58,7 +59,7 @@ def test_readers_row_figures_and_slider(make_napari_viewer, qtbot):
     gallery.buttons[gallery.current()[1]["modes"][-1][-1]].click()  # another sample
     if shown is not None:
         np.testing.assert_array_equal(per_pixel._slice.image.raw, shown)
-    assert "per pixel" in gallery.notes.text()
+    assert gallery.headers[0].text().startswith("<b>readers - ")
     # choosing "none" hides the row; a re-run updates the count layer in place
     gallery.readers.set_value("none")
     assert gallery.reader_buttons == [] and gallery.comparison is None

@@ -26,11 +26,12 @@ if TYPE_CHECKING:
 
 COLUMNS = 4
 THUMB = 80
+READER_THUMB = 64  # the readers' row: smaller, with two-line captions
 
 
-def _thumb_button() -> QToolButton:
+def _thumb_button(size: int = THUMB) -> QToolButton:
     b = QToolButton()
-    b.setIconSize(QSize(THUMB, THUMB))
+    b.setIconSize(QSize(size, size))
     b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextUnderIcon)
     return b
 
@@ -115,14 +116,18 @@ class GalleryWidget(QWidget):
         top.addRow("Result", self.result)
         top.addRow("Readers", self.readers)
         adopt = QFormLayout()
-        adopt.addRow("Adopt into", self.target)
+        into = QWidget()
+        row = QHBoxLayout(into)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.target, 1)
+        row.addWidget(self.adopt_sample_button)
         consensus = QWidget()
         row = QHBoxLayout(consensus)
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(QLabel("agreement >="))
         row.addWidget(self.threshold)
         row.addWidget(self.adopt_consensus_button)
-        adopt.addRow("", self.adopt_sample_button)
+        adopt.addRow("Adopt into", into)
         adopt.addRow("", consensus)
         box = QVBoxLayout(self)
         box.addWidget(RecoveryBanner(self.viewer))  # restore offer after a crash
@@ -176,6 +181,7 @@ class GalleryWidget(QWidget):
         self.buttons, self.headers, self.selected = {}, [], None
         self.adopt_buttons, self.reader_buttons, self.comparison = {}, [], None
         self.notes.setText("")
+        self.notes.setVisible(False)
         cur = self.current()
         self._watch(None if cur is None else cur[0])
         enabled = cur is not None and cur[2] is not None
@@ -211,6 +217,7 @@ class GalleryWidget(QWidget):
                 where = "counted as no finding" if nothing else f"joined mode {rank}"
                 notes.append(f"{k} speck{'s' * (k > 1)} (<= {SPECK_PX} px) {where}")
         self.notes.setText("; ".join(notes))
+        self.notes.setVisible(bool(notes))
         self._content_layout.addStretch(1)
         self.select(modes[0][0], show=False)
 
@@ -243,35 +250,46 @@ class GalleryWidget(QWidget):
         if layer is None:
             return
         masks = L.sample_masks(samples)
-        self.comparison = compare_readers(masks, readers, info["modes"])
-        report = QLabel(report_text(self.comparison, names))
-        report.setWordWrap(True)
-        report.setToolTip("GED: generalized energy distance (d = 1 - IoU, self-pairs "
-                          "included); HM-IoU: Hungarian-matched IoU; a reader falls into the "
-                          "mode whose representative it overlaps with IoU >= 0.5")
-        self._content_layout.addWidget(QLabel(f"<b>readers - {len(readers)} ('{layer.name}')"
-                                              "</b>"))
-        self._content_layout.addWidget(report)
+        self.comparison = c = compare_readers(masks, readers, info["modes"])
+        n, r = c["n"], c["readers"]
+        head = QLabel(f"<b>readers - {r}: GED{n} {c['ged']:.2f}, HM-IoU{n} {c['hm_iou']:.2f}"
+                      f"</b><br>left empty by {c['readers_empty']} of {r} readers, "
+                      f"{c['samples_empty']} of {n} samples")
+        head.setWordWrap(True)
+        head.setToolTip(f"'{layer.name}' against the samples. " + report_text(c, names)
+                        + ". GED: generalized energy distance (d = 1 - IoU, self-pairs "
+                        "included); HM-IoU: Hungarian-matched IoU; a reader falls into the "
+                        "mode whose representative it overlaps with IoU >= 0.5.")
+        self.headers.append(head)
+        self._content_layout.addWidget(head)
         grid_w = QWidget()
         grid = QGridLayout(grid_w)
         grid.setContentsMargins(0, 0, 0, 0)
         on_plane = readers[:, info["key"]] if info.get("z0") is not None else readers
         color = np.asarray((1.0, 1.0, 1.0))
-        for r in range(len(readers)):
-            b = _thumb_button()
-            b.setIcon(_icon(thumbnail(plane, on_plane[r], box, clim, color, THUMB)))
-            where = self.comparison["reader_modes"][r]
-            b.setText(f"reader {r + 1}" + (": no finding" if not readers[r].any() else
-                                            "" if on_plane[r].any() else ": other slices"))
-            b.setToolTip(f"Reader {r + 1} falls into "
-                         + (names[where - 1] if where else "no mode (best IoU < 0.5)"))
+        for i in range(r):
+            b = _thumb_button(READER_THUMB)
+            b.setIcon(_icon(thumbnail(plane, on_plane[i], box, clim, color, READER_THUMB)))
+            where = c["reader_modes"][i]
+            if not readers[i].any():
+                text = "no finding"
+            else:
+                text = (names[where - 1] if where else "no mode") + (
+                    "" if on_plane[i].any() else " (off slice)")
+            b.setText(f"reader {i + 1}\n{text}")
+            b.setToolTip(f"Reader {i + 1} falls into " + (
+                names[where - 1] if where else "no mode (best IoU with a mode < 0.5)"))
             self.reader_buttons.append(b)
-            grid.addWidget(b, r // COLUMNS, r % COLUMNS)
+            grid.addWidget(b, i // COLUMNS, i % COLUMNS)
         self._content_layout.addWidget(grid_w)
+        was_new = all((L.output_info(la) or {}).get("kind") != "readers"
+                      for la in self.viewer.layers)
         view = L.show_readers_per_pixel(self.viewer, layer, source)
-        if view is not None:
-            notes.append(f"'{layer.name}' is hidden (its reader axis would follow the sample "
-                         f"slider); '{view.name}' shows how many readers outlined each pixel.")
+        if view is not None and was_new:
+            from napari.utils.notifications import show_info
+
+            show_info(f"'{layer.name}' is hidden: its reader axis would follow the sample "
+                      f"slider. '{view.name}' shows how many readers outlined each pixel.")
 
     def _planes(self, samples, info, source):
         """The source plane the sampler was prompted on, the samples' masks there, window."""

@@ -459,7 +459,8 @@ def show_readers_per_pixel(viewer, readers, source):
     first world axis with the samples (N, Z, H, W): the sample slider would change the reader
     shown. Hide it and show, on the source's grid, how many readers outlined each voxel
     (Z, H, W) as outlines (nested contours, one per count); updated in place on re-runs.
-    Returns that layer, or None when `readers` has no reader axis over a volume."""
+    Returns that layer, or None when `readers` has no reader axis over a volume or was
+    hidden already."""
     from napari.layers import Labels
 
     if len(spatial_shape(source)) != 3 or readers.ndim != 4:
@@ -472,6 +473,8 @@ def show_readers_per_pixel(viewer, readers, source):
             layer.data = count
             break
     else:
+        if not readers.visible:  # already hidden (e.g. the demo shows its own outlines)
+            return None
         kw = geometry(source)
         layer = Labels(count, name=f"{readers.name} per pixel", opacity=0.9,
                        metadata={METADATA_KEY: reference_of(source),
