@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 COLUMNS = 4
 THUMB = 80
 READER_THUMB = 64  # the readers' row: smaller, with two-line captions
+GROWN_HEIGHT = 620  # dock height asked for once docked (readers' row + two rows of a mode)
 
 
 def _thumb_button(size: int = THUMB) -> QToolButton:
@@ -81,6 +82,7 @@ class GalleryWidget(QWidget):
         self.notes = QLabel("")  # what the mode list merged (specks)
         self.notes.setWordWrap(True)
         self._watched = None  # the samples layer whose data changes trigger a refresh
+        self._grown = False  # the dock asked once for room (showEvent)
         self._group = QButtonGroup(self)
         self._group.setExclusive(True)
 
@@ -143,6 +145,30 @@ class GalleryWidget(QWidget):
         self.adopt_sample_button.clicked.connect(lambda: self.adopt_sample())
         self.adopt_consensus_button.clicked.connect(lambda: self.adopt_consensus())
         self.refresh()
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt
+        """Once docked, take room from the docks stacked with it (down to their minimum) so
+        that the readers' row and two rows of a mode show without resizing by hand."""
+        super().showEvent(event)
+        if not self._grown:
+            self._grown = True
+            from qtpy.QtCore import QTimer
+
+            QTimer.singleShot(0, self._grow_dock)
+
+    def _grow_dock(self) -> None:
+        from qtpy.QtWidgets import QDockWidget, QMainWindow
+
+        dock, window = self.parentWidget(), None
+        while dock is not None and not isinstance(dock, QDockWidget):
+            dock = dock.parentWidget()
+        if dock is None or dock.isFloating():
+            return
+        window = dock.parentWidget()
+        while window is not None and not isinstance(window, QMainWindow):
+            window = window.parentWidget()
+        if window is not None and dock.height() < GROWN_HEIGHT:
+            window.resizeDocks([dock], [GROWN_HEIGHT], Qt.Orientation.Vertical)
 
     # ------------------------------------------------------------------ content
     def _on_inserted(self, event) -> None:
