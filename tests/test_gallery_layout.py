@@ -35,3 +35,31 @@ def test_gallery_shows_two_rows_beside_the_sampling_dock(make_napari_viewer, qtb
     second_row = gallery.buttons[gallery.current()[1]["modes"][0][COLUMNS]]  # mode 1: 9
     bottom = second_row.mapTo(view, QPoint(0, second_row.height())).y()
     assert 0 < bottom <= view.height()
+
+
+def test_readers_row_and_a_row_of_mode_1_fit_on_the_lidc_sample(make_napari_viewer, qtbot):
+    from napari.layers import Layer
+
+    from napari_ambiseg._sample_data import lidc_contested
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1600, 1000)
+    for data in lidc_contested():
+        viewer.add_layer(Layer.create(*data))
+    _, sampler = viewer.window.add_plugin_dock_widget("napari-ambiseg", "Sample segmentations")
+    _, gallery = viewer.window.add_plugin_dock_widget("napari-ambiseg", "Gallery")
+    sampler.set_segmenter(ScriptedSegmenter(), "scripted")
+    sampler.n.setValue(16)
+    sampler.steps.setValue(2)
+    with qtbot.waitSignal(sampler.done, timeout=30_000):
+        sampler.run()
+    for _ in range(10):
+        QApplication.processEvents()
+    view = gallery.scroll.viewport()
+    assert len(gallery.reader_buttons) == 4
+    first_row = gallery.buttons[gallery.current()[1]["modes"][0][0]]
+    bottom = first_row.mapTo(view, QPoint(0, first_row.height())).y()
+    assert 0 < bottom <= view.height()  # readers' row and mode 1's first row in view
+    # the sampling dock keeps all its controls: its Sample button is on screen
+    button = sampler.run_button
+    assert button.visibleRegion().boundingRect().height() == button.height()
