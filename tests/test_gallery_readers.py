@@ -55,6 +55,7 @@ def test_readers_row_figures_and_slider(make_napari_viewer, qtbot):
     assert not readers.visible and per_pixel.visible and per_pixel.ndim == 3
     np.testing.assert_array_equal(per_pixel.data, (np.asarray(readers.data) != 0).sum(0))
     np.testing.assert_allclose(per_pixel.scale, image.scale)
+    assert viewer.dims.axis_labels[0] == "sample"  # the shared slider is named for samples
     shown = per_pixel._slice.image.raw.copy() if hasattr(per_pixel, "_slice") else None
     gallery.buttons[gallery.current()[1]["modes"][-1][-1]].click()  # another sample
     if shown is not None:

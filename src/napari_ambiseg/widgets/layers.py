@@ -483,5 +483,9 @@ def show_readers_per_pixel(viewer, readers, source):
                        **kw)
         layer.contour = 1
         viewer.layers.insert(viewer.layers.index(readers) + 1, layer)
-    readers.visible = False
+    if readers.visible:
+        readers.visible = False
+        # hidden, it goes to the bottom of the list, so that the shared first axis takes the
+        # samples' name ("sample"): napari names axes after the topmost layer that labels them
+        viewer.layers.move(viewer.layers.index(readers), 0)
     return layer
