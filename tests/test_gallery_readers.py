@@ -69,3 +69,26 @@ def test_readers_row_figures_and_slider(make_napari_viewer, qtbot):
         sampler.run()
     assert len(gallery.reader_buttons) == count
     assert sum(1 for la in viewer.layers if (L.output_info(la) or {}).get("kind") == "readers") == 1
+
+
+def test_readers_of_a_2d_image(make_napari_viewer, qtbot):
+    from napari_ambiseg.widgets.tiny import _disk
+
+    viewer = make_napari_viewer()
+    img = np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)
+    image = viewer.add_image(img, name="xr")
+    readers = np.stack([_disk((64, 64), (32, 32), 5), np.zeros((64, 64), bool)]).astype(np.uint8)
+    layer = viewer.add_labels(readers, name="xr readers",
+                              metadata={"ambiseg_readers": {"count": 2, "image_name": "xr"}})
+    sampler, gallery = SamplingWidget(viewer), GalleryWidget(viewer)
+    sampler.set_segmenter(ScriptedSegmenter(), "scripted")  # 9 r=5, 5 r=9, 2 empty
+    sampler.n.setValue(16)
+    sampler.steps.setValue(2)
+    with qtbot.waitSignal(sampler.done, timeout=30_000):
+        sampler.run()
+    c = gallery.comparison
+    assert c["reader_modes"] == [1, 3] and c["readers_empty"] == 1 and c["samples_empty"] == 2
+    assert [b.text() for b in gallery.reader_buttons] == ["reader 1\nmode 1",
+                                                         "reader 2\nno finding"]
+    per_pixel = L.outputs_of(viewer.layers, image)["readers"]
+    assert not layer.visible and per_pixel.data.shape == (64, 64)

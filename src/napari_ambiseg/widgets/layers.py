@@ -455,15 +455,15 @@ def next_label(labels) -> int:
 
 # ------------------------------------------------------------------------------ readers
 def show_readers_per_pixel(viewer, readers, source):
-    """A readers' layer with a leading reader axis over a volume, (R, Z, H, W), shares the
-    first world axis with the samples (N, Z, H, W): the sample slider would change the reader
-    shown. Hide it and show, on the source's grid, how many readers outlined each voxel
-    (Z, H, W) as outlines (nested contours, one per count); updated in place on re-runs.
-    Returns that layer, or None when `readers` has no reader axis over a volume or was
-    hidden already."""
+    """A readers' layer with a leading reader axis, (R, Z, H, W) or (R, H, W), shares a world
+    axis with the samples ((N, Z, H, W), or (N, 1, H, W) for a 2D image): the sample slider
+    (or the parked flat axis) would choose the reader shown. Hide it and show, on the
+    source's grid, how many readers outlined each pixel as outlines (nested contours, one per
+    count); updated in place on re-runs. Returns that layer, or None when `readers` has no
+    reader axis or was hidden already."""
     from napari.layers import Labels
 
-    if len(spatial_shape(source)) != 3 or readers.ndim != 4:
+    if readers.ndim != len(spatial_shape(source)) + 1:
         return None
     count = np.asarray(readers.data).astype(bool).sum(0).astype(np.uint8)
     sid = source_id(source)
