@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from napari_ambiseg.modes import empty_or_speck, find_modes
 
@@ -44,3 +45,25 @@ def test_speck_rule_is_per_marked_slice_for_volumes():
     empty, speck = empty_or_speck(v)
     assert empty.tolist() == [False, False, True]
     assert speck.tolist() == [True, False, False]
+
+
+@pytest.mark.gui
+def test_gallery_says_where_specks_went(make_napari_viewer, qtbot):
+    from napari_ambiseg.widgets.gallery import GalleryWidget
+    from napari_ambiseg.widgets.sampling import SamplingWidget
+    from napari_ambiseg.widgets.tiny import ScriptedSegmenter
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((64, 64), np.float32), name="ct")
+    sampler, gallery = SamplingWidget(viewer), GalleryWidget(viewer)
+    # 10 empty, 4 disks, 2 one-pixel specks at the disks' centre: they join the disks' mode
+    sampler.set_segmenter(ScriptedSegmenter(groups=(10, 4, 2), radii=(0, 6, 0.5)), "scripted")
+    sampler.n.setValue(16)
+    sampler.steps.setValue(1)
+    with qtbot.waitSignal(sampler.done, timeout=30_000):
+        sampler.run()
+    texts = [h.text().replace("<b>", "").replace("</b>", "") for h in gallery.headers]
+    assert texts[0] == "no finding - 10 of 16" and texts[1].startswith("mode 2 - 6 of 16: ")
+    assert gallery.notes.text() == "2 specks (<= 2 px) joined mode 2"
+    assert gallery.notes.isVisible() or not gallery.isVisible()
+    assert sorted(gallery.adopt_buttons) == [2]
