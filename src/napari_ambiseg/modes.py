@@ -89,8 +89,3 @@ def find_modes(masks: np.ndarray, min_iou: float = 0.5, speck_px: int = SPECK_PX
     modes.sort(key=lambda m: (-len(m.members), min(m.members)))
     return modes
 
-
-def is_no_finding(mode: Mode, masks: np.ndarray, speck_px: int = SPECK_PX) -> bool:
-    """True for the mode of empty samples (and of specks counted as no finding)."""
-    empty, speck = empty_or_speck(masks[[mode.representative]], speck_px)
-    return bool(empty[0] or speck[0])
