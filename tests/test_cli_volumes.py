@@ -10,6 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from napari_ambiseg.cli import main
+from napari_ambiseg.config import ModelConfig
 from napari_ambiseg.models import build_model
 from napari_ambiseg.modes import find_modes
 from napari_ambiseg.result import SampleResult, binary_entropy
@@ -19,6 +20,8 @@ from toy import tiny_config
 
 class Blob:
     """Scripted segmenter: every sample marks the plane's pixels above 0 HU (the blob)."""
+
+    cfg = ModelConfig()  # the CLI reads the model's scope from it
 
     def sample(self, image, n, steps, seed, *, progress=None, **_):
         n, steps = n or 4, steps or 2
