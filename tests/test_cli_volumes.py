@@ -15,6 +15,7 @@ from napari_ambiseg.models import build_model
 from napari_ambiseg.modes import find_modes
 from napari_ambiseg.result import SampleResult, binary_entropy
 from napari_ambiseg.weights_io import save_weights
+
 from toy import tiny_config
 
 

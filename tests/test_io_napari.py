@@ -59,7 +59,7 @@ def test_reader_error_becomes_a_notification(make_napari_viewer, tmp_path, monke
     monkeypatch.setattr(notification_manager, "dispatch", shown.append)
     try:
         viewer.window._qt_viewer._qt_open([str(tmp_path / "empty.nii.gz")], stack=False, plugin=PLUGIN)
-    except Exception as e:  # what napari's Qt excepthook does with it
+    except Exception as e:  # noqa: BLE001 - what napari's Qt excepthook does with it
         notification_manager.receive_error(type(e), e, e.__traceback__)
     [note] = shown
     assert isinstance(note, ErrorNotification)

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import hashlib
 
+import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from seg_checks import check_seg
 
-import highdicom as hd
 from napari_ambiseg import __version__
 from napari_ambiseg.errors import WriteError
 from napari_ambiseg.io import read_image, write_dicom_seg, write_fractional_seg, write_labels
 from napari_ambiseg.io.dicom_seg import TYPE2_PATIENT_STUDY
 from napari_ambiseg.io.synthetic import write_ct_series
+
+from seg_checks import check_seg
 
 
 @pytest.fixture()
@@ -32,7 +33,7 @@ def _frames_by_source(seg) -> dict[str, list[tuple[int, np.ndarray]]]:
     pixels = pixels if pixels.ndim == 3 else pixels[np.newaxis]
     shared = seg.SharedFunctionalGroupsSequence[0]
     for k, item in enumerate(seg.PerFrameFunctionalGroupsSequence):
-        def get(keyword):  # per-frame macro, else shared (one segment / one source)
+        def get(keyword, item=item):  # per-frame macro, else shared (one segment / one source)
             return (item.get(keyword) or shared.get(keyword))[0]
 
         if not pixels[k].any():

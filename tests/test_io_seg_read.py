@@ -5,11 +5,11 @@ from __future__ import annotations
 import shutil
 import warnings
 
+import highdicom as hd
 import numpy as np
 import pytest
 from pydicom.data import get_testdata_file
 
-import highdicom as hd
 from napari_ambiseg.errors import WriteError
 from napari_ambiseg.io import read_image, write_dicom_seg, write_fractional_seg, write_labels
 from napari_ambiseg.io.geometry import flip_array

@@ -17,7 +17,6 @@ from napari_ambiseg.io import read_image, write_agreement, write_image, write_la
 from napari_ambiseg.io.sitk_io import few_values, named_like_labels
 from napari_ambiseg.io.synthetic import write_ct_series
 
-
 pytestmark = pytest.mark.usefixtures("no_viewer")  # tests/conftest.py
 
 

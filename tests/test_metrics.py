@@ -45,7 +45,8 @@ def test_pairwise_matches_naive_loop():
     A[2] = False  # an empty mask against non-empty ones
     B[4] = False  # and empty vs empty
     want_iou = np.array([[M.iou(a, b) for b in B] for a in A])
-    want_dice = np.array([[2 * (a & b).sum() / (a.sum() + b.sum()) if a.any() or b.any() else 1.0 for b in B] for a in A])
+    want_dice = np.array([[2 * (a & b).sum() / (a.sum() + b.sum()) if a.any() or b.any() else 1.0
+                           for b in B] for a in A])
     naive_iou = np.array([[(a & b).sum() / (a | b).sum() if (a | b).any() else 1.0 for b in B] for a in A])
     got = M.pairwise_iou(A, B)
     assert got.shape == (7, 5) and got.dtype == np.float64
@@ -203,7 +204,8 @@ def test_ged16_readers_resampled_beats_majority_copies():
     geds = {"exact": [], "resampled": [], "majority": []}
     for _ in range(20):
         cy, cx = rng.integers(12, 20, 2)
-        readers = np.stack([disk(cy + rng.integers(-2, 3), cx + rng.integers(-2, 3), rng.integers(3, 8)) for _ in range(4)])
+        readers = np.stack([disk(cy + rng.integers(-2, 3), cx + rng.integers(-2, 3), rng.integers(3, 8))
+                            for _ in range(4)])
         readers[rng.integers(4)] = False  # one reader often sees no nodule
         majority = readers.sum(0) >= 2
         geds["exact"].append(M.ged(np.repeat(readers, 4, 0), readers))

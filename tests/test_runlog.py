@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_ambiseg.training.runlog import (LOG_FIELDS, append_log, read_log, robust_limits,
-                                            robust_smooth, truncate_log)
+from napari_ambiseg.training.runlog import LOG_FIELDS, append_log, read_log, robust_limits, robust_smooth, truncate_log
 
 OLD_LOG = Path(__file__).parents[1] / "docs" / "results" / "lidc_v4_log.csv"
 

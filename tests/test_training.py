@@ -15,6 +15,7 @@ from napari_ambiseg.training.augment import AugmentConfig, make_batch
 from napari_ambiseg.training.config import TrainConfig
 from napari_ambiseg.training.trainer import lr_factor, train
 from napari_ambiseg.weights_io import load_weights
+
 from toy import disk, tiny_config, two_mode_data
 
 FAST = dict(batch_size=8, warmup=5, val_every=10**9, checkpoint_every=5, log_every=5)
@@ -200,7 +201,7 @@ def test_trained_latent_carries_the_rater_choice(tmp_path):
         feats = model.encode_image(image)
         for name, mask in (("core", shapes[0]), ("halo", shapes[1])):
             z = model.latent.posterior(image, torch.from_numpy(mask * 2.0 - 1)[None, None].float())
-            x = sample_masks(lambda x_t, l: model.denoise(x_t, l, feats, z.mu.expand(40, -1)),
+            x = sample_masks(lambda x_t, logsnr, z=z: model.denoise(x_t, logsnr, feats, z.mu.expand(40, -1)),
                              Schedule.from_config(cfg), (40, 1, 32, 32), steps=10, prediction="x",
                              generator=torch.Generator().manual_seed(0))
             iou = pairwise_iou((x[:, 0] > 0).numpy(), shapes)

@@ -11,6 +11,7 @@ from napari_ambiseg.training.cases import make_case
 from napari_ambiseg.training.config import TrainConfig
 from napari_ambiseg.training.data import count_cases, load_folder, write_case
 from napari_ambiseg.training.trainer import train
+
 from toy import disk, tiny_config
 
 

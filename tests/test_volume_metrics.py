@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from napari_ambiseg import metrics
-from napari_ambiseg.volume_metrics import (equivalent_diameter, link_readers, slice_dice,
-                                           stack_metrics, volume_distance)
+from napari_ambiseg.volume_metrics import equivalent_diameter, link_readers, slice_dice, stack_metrics, volume_distance
 
 
 def square(y, x, k=4, size=16):

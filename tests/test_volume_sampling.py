@@ -9,6 +9,7 @@ from napari_ambiseg.models import build_model
 from napari_ambiseg.result import SampleResult
 from napari_ambiseg.segmenter import Segmenter
 from napari_ambiseg.volume_sampling import Prompt, Request, sample_request, slice_plan
+
 from toy import ThresholdSegmenter, tiny_config
 
 

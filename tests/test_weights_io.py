@@ -7,6 +7,7 @@ from napari_ambiseg.config import FORMAT_VERSION, ModelConfig
 from napari_ambiseg.errors import WeightsError
 from napari_ambiseg.models import build_model
 from napari_ambiseg.weights_io import load_weights, save_weights
+
 from toy import tiny_config
 
 

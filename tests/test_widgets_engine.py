@@ -12,8 +12,8 @@ from napari_ambiseg.errors import Cancelled, InputError
 from napari_ambiseg.widgets import layers as L
 from napari_ambiseg.widgets.engine import Prompt, Request, run_request, sampling_job, stream
 from napari_ambiseg.widgets.tiny import tiny_segmenter
-from toy import ThresholdSegmenter
 
+from toy import ThresholdSegmenter
 
 Threshold = ThresholdSegmenter
 

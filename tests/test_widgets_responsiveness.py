@@ -33,7 +33,7 @@ def test_event_loop_keeps_ticking_while_sampling(make_napari_viewer):
     w.n.setValue(64)
     w.steps.setValue(30)
     bench.measure(viewer, w)  # first run: napari builds the output layers
-    for attempt in range(2):  # the machine is shared: one retry
+    for _attempt in range(2):  # the machine is shared: one retry
         r = bench.measure(viewer, w)
         gaps, model_ms = r["sampling_gap_ms"], r["model_s"] * 1000
         print(r)

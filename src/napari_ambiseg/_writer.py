@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 
 from .errors import WriteError
-from .io import (METADATA_KEY, embed_in_reference, reference_from_layer, write_agreement, write_image,
-                 write_labels)
+from .io import METADATA_KEY, embed_in_reference, reference_from_layer, write_agreement, write_image, write_labels
 from .io.dicom_seg import write_fractional_seg
 from .io.writers import fits_reference, geometry_note_path
 

@@ -106,7 +106,7 @@ class ModelConfig:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         d = dict(d)
         version = d.pop("format_version", FORMAT_VERSION)
         if version > FORMAT_VERSION:
@@ -125,7 +125,7 @@ class ModelConfig:
             raise ValueError(f"ModelConfig: unknown fields {sorted(unknown)}")
         return cls(**d)
 
-    def replace(self, **changes: Any) -> "ModelConfig":
+    def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
 

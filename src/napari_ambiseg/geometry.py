@@ -62,8 +62,9 @@ class Region:
 
 def region_for(shape: tuple[int, int], crop_size: int, *, center=None, box=None,
                spacing=None, model_spacing=None) -> Region:
-    """Pick centre (edge coordinates; a pixel index works as is) and zoom: image centre by default; the box's centre and a zoom that fits the
-    box in 80% of the crop; pixel spacing (mm) resampled to the model's spacing when both known.
+    """Pick centre (edge coordinates; a pixel index works as is) and zoom: image centre by
+    default; the box's centre and a zoom that fits the box in 80% of the crop; pixel spacing
+    (mm) resampled to the model's spacing when both known.
     """
     h, w = shape
     zoom = 1.0

@@ -21,12 +21,14 @@ Conventions (pure numpy/scipy, no Qt):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import pdist
+
 
 @dataclass(frozen=True)
 class Size:

@@ -355,7 +355,8 @@ def reliability_diagram(cal: dict, path, title: str | None = None) -> Path:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
-    ax.bar((np.flatnonzero(full) + 0.5) / bins, freq, width=1 / bins, edgecolor="k", alpha=0.6, label="reader frequency")
+    ax.bar((np.flatnonzero(full) + 0.5) / bins, freq, width=1 / bins, edgecolor="k", alpha=0.6,
+           label="reader frequency")
     ax.plot(conf, freq, "o", color="C3", ms=4, label="bin means")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted agreement", ylabel="fraction of readers")
     ax.set_title(title or f"ECE = {cal['ece']:.3f}")

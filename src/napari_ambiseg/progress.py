@@ -75,7 +75,7 @@ class ProgressBar:
             self._write(time.perf_counter())
         self.last_line = None  # closed: nothing more is written
 
-    def __enter__(self) -> "ProgressBar":
+    def __enter__(self) -> ProgressBar:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -9,7 +9,7 @@ Exactly `steps` network evaluations per sample.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -28,7 +28,7 @@ class Schedule:
     logsnr_max: float = 20.0
 
     @classmethod
-    def from_config(cls, cfg) -> "Schedule":
+    def from_config(cls, cfg) -> Schedule:
         return cls(cfg.schedule, cfg.input_scale, cfg.logsnr_min, cfg.logsnr_max)
 
     def logsnr(self, t: torch.Tensor) -> torch.Tensor:

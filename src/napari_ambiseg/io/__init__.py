@@ -14,8 +14,7 @@ from .seg_read import read_dicom_seg
 from .sniff import can_read
 from .volume import METADATA_KEY, MedicalImage
 from .windows import CT_PRESETS, apply_window_preset, parse_windows, preset_limits, window_to_limits
-from .writers import (as_reference, embed_in_reference, reference_from_layer, write_agreement, write_image,
-                      write_labels)
+from .writers import as_reference, embed_in_reference, reference_from_layer, write_agreement, write_image, write_labels
 
 __all__ = [
     "CT_PRESETS",

@@ -20,8 +20,14 @@ from pydicom.pixels import apply_color_lut
 
 from ..errors import ReadError
 from .dicom_tags import (
-    check_decoder, check_is_image, is_decoder_error, key_tags, layer_name,
-    missing_decoder_message, rescale_params, to_modality_units,
+    check_decoder,
+    check_is_image,
+    is_decoder_error,
+    key_tags,
+    layer_name,
+    missing_decoder_message,
+    rescale_params,
+    to_modality_units,
 )
 from .volume import MedicalImage, grayscale_uint8
 from .windows import parse_windows

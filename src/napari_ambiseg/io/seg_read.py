@@ -4,7 +4,8 @@ Where the frames go, in order of preference:
 
 1. **On the source grid** (exact) when the referenced series is found beside the SEG (its own
    folder or a subfolder, the parent folder or another of its subfolders; matched by
-   SeriesInstanceUID with GDCM and by SOPInstanceUID) and has the SEG's rows, columns and orientation: each frame goes to the slice
+   SeriesInstanceUID with GDCM and by SOPInstanceUID) and has the SEG's rows, columns and
+   orientation: each frame goes to the slice
    of the source instance (and frame) it references, or else to the slice at its position. The
    result has the source's shape and geometry, exactly as :func:`read_image` gives the source,
    and the source files in its metadata, so it can be saved again as DICOM-SEG.
@@ -38,8 +39,7 @@ from pydicom.pixels import iter_pixels
 from ..errors import ReadError
 from .dicom_file import _frame_positions, _pixel_spacing, orientation_matrix, read_dicom_dataset, read_dicom_file
 from .dicom_seg import MANUFACTURER, tracking_value
-from .dicom_tags import SEG_SOP_CLASSES, check_decoder, is_decoder_error, key_tags, layer_name, \
-    missing_decoder_message
+from .dicom_tags import SEG_SOP_CLASSES, check_decoder, is_decoder_error, key_tags, layer_name, missing_decoder_message
 from .geometry import display_geometry
 from .sitk_io import quiet_itk
 from .volume import MedicalImage

@@ -11,7 +11,8 @@ Geometry conventions (see docs/io.md):
   displayed grid. It is kept for export, not applied in napari.
 * ``geometry`` is the ITK geometry of the *source file's* voxel grid (always 3D), plus
   ``flip``: the ITK index axes (0 = x, 1 = y, 2 = z) that were flipped for display, and for
-  multi-frame DICOM ``frame_order`` in the metadata (source frame of each displayed slice). Writers undo the flips and write
+  multi-frame DICOM ``frame_order`` in the metadata (source frame of each displayed slice).
+  Writers undo the flips and write
   labels on exactly the source grid, so they line up with the source in any other viewer.
 """
 

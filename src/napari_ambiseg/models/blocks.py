@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 
 def sinusoidal_embedding(v: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:

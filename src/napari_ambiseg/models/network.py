@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from ..config import ModelConfig
 from .blocks import ResBlock, group_norm, sinusoidal_embedding
@@ -98,7 +98,7 @@ class Gaussian:
     def rsample(self) -> torch.Tensor:
         return self.mu + (0.5 * self.logvar).exp() * torch.randn_like(self.mu)
 
-    def kl(self, other: "Gaussian") -> torch.Tensor:
+    def kl(self, other: Gaussian) -> torch.Tensor:
         """KL(self || other), summed over latent dims, one value per batch item."""
         v1, v2 = self.logvar.exp(), other.logvar.exp()
         return 0.5 * (other.logvar - self.logvar + (v1 + (self.mu - other.mu) ** 2) / v2 - 1).sum(1)

@@ -40,7 +40,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         d = dict(d)
         aug = AugmentConfig(**d.pop("augment", {}))
         known = {f.name for f in dataclasses.fields(cls)}

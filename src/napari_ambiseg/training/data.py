@@ -41,7 +41,7 @@ class MultiRaterData:
     def __len__(self) -> int:
         return len(self.images)
 
-    def subset(self, idx) -> "MultiRaterData":
+    def subset(self, idx) -> MultiRaterData:
         return MultiRaterData(self.images[idx], self.masks[idx], self.source)
 
 

@@ -10,9 +10,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qtpy.QtCore import QSize, Qt
-from qtpy.QtWidgets import (QButtonGroup, QDoubleSpinBox, QFormLayout, QGridLayout,
-                            QHBoxLayout, QLabel, QMessageBox, QPushButton, QScrollArea,
-                            QToolButton, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QButtonGroup,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QScrollArea,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..compare import compare_readers, report_text
 from ..modes import SPECK_PX, empty_or_speck

@@ -24,8 +24,7 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QObject, QTimer, Signal
-from qtpy.QtWidgets import (QApplication, QFrame, QHBoxLayout, QLabel, QMessageBox,
-                            QPushButton, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import QApplication, QFrame, QHBoxLayout, QLabel, QMessageBox, QPushButton, QVBoxLayout, QWidget
 
 from .. import recovery as R
 
