@@ -92,3 +92,18 @@ def test_readers_of_a_2d_image(make_napari_viewer, qtbot):
                                                          "reader 2\nno finding"]
     per_pixel = L.outputs_of(viewer.layers, image)["readers"]
     assert not layer.visible and per_pixel.data.shape == (64, 64)
+
+
+def test_an_already_hidden_readers_layer_leaves_the_slider_to_the_samples(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    image, readers = open_lidc(viewer)
+    readers.visible = False  # as the demo does: it draws the readers' outlines itself
+    viewer.dims.set_point(0, image.data_to_world((L.spatial_shape(image)[0] // 2, 0, 0))[0])
+    sampler, _gallery = SamplingWidget(viewer), GalleryWidget(viewer)  # the gallery reacts
+    sampler.set_segmenter(ScriptedSegmenter(), "scripted")
+    sampler.steps.setValue(2)
+    with qtbot.waitSignal(sampler.done, timeout=60_000):
+        sampler.run()
+    assert "readers" not in L.outputs_of(viewer.layers, image)  # no count layer added
+    assert viewer.layers.index(readers) == 0
+    assert viewer.dims.axis_labels[0] == "sample"

@@ -474,6 +474,7 @@ def show_readers_per_pixel(viewer, readers, source):
             break
     else:
         if not readers.visible:  # already hidden (e.g. the demo shows its own outlines)
+            _to_bottom(viewer, readers)
             return None
         kw = geometry(source)
         layer = Labels(count, name=f"{readers.name} per pixel", opacity=0.9,
@@ -483,9 +484,14 @@ def show_readers_per_pixel(viewer, readers, source):
                        **kw)
         layer.contour = 1
         viewer.layers.insert(viewer.layers.index(readers) + 1, layer)
-    if readers.visible:
-        readers.visible = False
-        # hidden, it goes to the bottom of the list, so that the shared first axis takes the
-        # samples' name ("sample"): napari names axes after the topmost layer that labels them
-        viewer.layers.move(viewer.layers.index(readers), 0)
+    readers.visible = False
+    _to_bottom(viewer, readers)
     return layer
+
+
+def _to_bottom(viewer, readers) -> None:
+    """A hidden readers' layer goes to the bottom of the list, so that the shared first axis
+    takes the samples' name ("sample"): napari names axes after the topmost layer that labels
+    them."""
+    if viewer.layers.index(readers) != 0:
+        viewer.layers.move(viewer.layers.index(readers), 0)
