@@ -45,6 +45,16 @@ def reader_count(layer, image) -> int | None:
     return None
 
 
+def reader_stack(layer, image) -> np.ndarray:
+    """A readers' Labels layer as (R, *grid) on `image`'s pixel grid (one reader, or a
+    leading reader axis); InputError when it is not on that grid."""
+    if reader_count(layer, image) is None:
+        raise InputError(f"Labels '{layer.name}' {L.spatial_shape(layer)} is not on the "
+                         f"pixel grid of '{image.name}' {L.spatial_shape(image)}.")
+    arr = np.asarray(layer.data[0] if getattr(layer, "multiscale", False) else layer.data)
+    return arr[None] if arr.ndim == len(L.spatial_shape(image)) else arr
+
+
 class ReaderList(QListWidget):
     """The viewer's Labels layers as check boxes, kept in sync; new layers on the chosen
     image's grid come checked."""
@@ -121,13 +131,7 @@ def readers_on_plane(viewer, image, layers) -> tuple[np.ndarray, np.ndarray, lis
     plane = np.asarray(data[z] if z is not None else data)
     planes, names = [], []
     for layer in layers:
-        n = reader_count(layer, image)
-        if n is None:
-            raise InputError(f"Labels '{layer.name}' {L.spatial_shape(layer)} is not on the "
-                             f"pixel grid of '{image.name}' {grid}.")
-        ldata = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-        arr = np.asarray(ldata)
-        stack = arr[None] if n == 1 and arr.ndim == len(grid) else arr
+        stack = reader_stack(layer, image)
         for r in range(stack.shape[0]):
             planes.append(np.asarray(stack[r][z] if z is not None else stack[r]))
             names.append(layer.name if stack.shape[0] == 1 else f"{layer.name}-{r + 1}")

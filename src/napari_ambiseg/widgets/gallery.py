@@ -261,20 +261,14 @@ class GalleryWidget(QWidget):
     def readers_stack(self, source, info):
         """(readers layer, (R, ...) masks on the result's grid: the plane, or the sampled
         slab), or (None, None) when no readers are chosen or found."""
-        from .add_case import reader_count
+        from .add_case import reader_stack
 
         choice = self.readers.value()
         layer = (readers_layer_of(self.viewer.layers, source) if choice == AUTO
                  else None if choice in ("none", None) else choice)
         if layer is None:
             return None, None
-        count = reader_count(layer, source)
-        if count is None:
-            raise ValueError(f"'{layer.name}' {L.spatial_shape(layer)} is not on the pixel "
-                             f"grid of '{source.name}' {L.spatial_shape(source)}.")
-        data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-        arr = np.asarray(data)
-        stack = arr[None] if arr.ndim == len(L.spatial_shape(source)) else arr
+        stack = reader_stack(layer, source)
         if info.get("z0") is not None:
             depth = L.sample_masks(self.current()[0]).shape[1]
             stack = stack[:, info["z0"]:info["z0"] + depth]
