@@ -14,37 +14,13 @@ from napari_ambiseg.widgets.tiny import ScriptedSegmenter
 pytestmark = pytest.mark.gui
 
 
-def test_gallery_shows_two_rows_beside_the_sampling_dock(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer(show=True)
-    viewer.window._qt_window.resize(1600, 1000)
-    img = np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)
-    viewer.add_image(img, name="ct")
-    _, sampler = viewer.window.add_plugin_dock_widget("napari-ambiseg", "Sample segmentations")
-    _, gallery = viewer.window.add_plugin_dock_widget("napari-ambiseg", "Gallery")
-    sampler.set_segmenter(ScriptedSegmenter(), "scripted")  # modes of 9, 5, 2 of 16
-    sampler.n.setValue(16)
-    sampler.steps.setValue(2)
-    with qtbot.waitSignal(sampler.done, timeout=30_000):
-        sampler.run()
-    for _ in range(10):
-        QApplication.processEvents()
-    assert viewer.window._qt_window.height() == 1000
-    view = gallery.scroll.viewport()
-    assert view.height() >= rows_height(2)
-    # the first thumbnail of the second row is entirely in view
-    second_row = gallery.buttons[gallery.current()[1]["modes"][0][COLUMNS]]  # mode 1: 9
-    bottom = second_row.mapTo(view, QPoint(0, second_row.height())).y()
-    assert 0 < bottom <= view.height()
-
-
-def test_readers_row_and_a_row_of_mode_1_fit_on_the_lidc_sample(make_napari_viewer, qtbot):
+def sampled_in_default_layout(viewer, qtbot, layer_data):
+    """A 1600x1000 window, `layer_data` opened, both docks from the Plugins menu, 16 samples
+    of the scripted model (modes of 9, 5, 2): (sampler, gallery) once laid out."""
     from napari.layers import Layer
 
-    from napari_ambiseg._sample_data import lidc_contested
-
-    viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1600, 1000)
-    for data in lidc_contested():
+    for data in layer_data:
         viewer.add_layer(Layer.create(*data))
     _, sampler = viewer.window.add_plugin_dock_widget("napari-ambiseg", "Sample segmentations")
     _, gallery = viewer.window.add_plugin_dock_widget("napari-ambiseg", "Gallery")
@@ -55,6 +31,27 @@ def test_readers_row_and_a_row_of_mode_1_fit_on_the_lidc_sample(make_napari_view
         sampler.run()
     for _ in range(10):
         QApplication.processEvents()
+    return sampler, gallery
+
+
+def test_gallery_shows_two_rows_beside_the_sampling_dock(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    img = np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)
+    sampler, gallery = sampled_in_default_layout(viewer, qtbot, [(img, {"name": "ct"}, "image")])
+    assert viewer.window._qt_window.height() == 1000
+    view = gallery.scroll.viewport()
+    assert view.height() >= rows_height(2)
+    # the first thumbnail of the second row is entirely in view
+    second_row = gallery.buttons[gallery.current()[1]["modes"][0][COLUMNS]]  # mode 1: 9
+    bottom = second_row.mapTo(view, QPoint(0, second_row.height())).y()
+    assert 0 < bottom <= view.height()
+
+
+def test_readers_row_and_a_row_of_mode_1_fit_on_the_lidc_sample(make_napari_viewer, qtbot):
+    from napari_ambiseg._sample_data import lidc_contested
+
+    viewer = make_napari_viewer(show=True)
+    sampler, gallery = sampled_in_default_layout(viewer, qtbot, lidc_contested())
     view = gallery.scroll.viewport()
     assert len(gallery.reader_buttons) == 4
     first_row = gallery.buttons[gallery.current()[1]["modes"][0][0]]

@@ -180,13 +180,11 @@ def geometry(source, lead: int = 0, z0: int | None = None,
 
 
 def embed(mask: np.ndarray, shape: tuple[int, ...], z0: int | None) -> np.ndarray:
-    """A slab mask (Z, H, W) starting at slice z0 placed into a full-size (D, H, W) array."""
-    mask = np.asarray(mask, dtype=bool)
-    if z0 is None or mask.shape == tuple(shape):
-        return mask
-    full = np.zeros(shape, dtype=bool)
-    full[z0:z0 + mask.shape[0]] = mask
-    return full
+    """A slab mask (Z, H, W) starting at slice z0 placed into a full-size (D, H, W) array
+    (the writers' rule, :func:`napari_ambiseg.io.writers.embed_in_reference`)."""
+    from ..io.writers import embed_in_reference
+
+    return embed_in_reference(np.asarray(mask, dtype=bool), {"shape": list(shape), "z0": z0})
 
 
 # ------------------------------------------------------------------------------ world axes
