@@ -18,7 +18,7 @@ def _randomised(model):
 def test_forward_shapes_and_x_head_range():
     cfg = tiny_config()
     m = _randomised(build_model(cfg))
-    out, kl = m(torch.randn(4, 1, 32, 32), torch.zeros(4), torch.randn(4, 1, 32, 32))
+    out, kl, _ = m(torch.randn(4, 1, 32, 32), torch.zeros(4), torch.randn(4, 1, 32, 32))
     assert out.shape == (4, 1, 32, 32) and kl.shape == (4,) and (kl == 0).all()
     assert out.abs().max() <= 1  # x-prediction through tanh
 
@@ -50,7 +50,7 @@ def test_latent_training_pass_has_kl_and_gradients_reach_both_encoders():
     cfg = tiny_config(latent_dim=4)
     m = _randomised(build_model(cfg)).train()
     img, mask = torch.randn(3, 1, 32, 32), torch.randn(3, 1, 32, 32).sign()
-    out, kl = m(torch.randn(3, 1, 32, 32), torch.zeros(3), img, mask)
+    out, kl, _ = m(torch.randn(3, 1, 32, 32), torch.zeros(3), img, mask)
     assert (kl >= 0).all() and kl.sum() > 0
     (out.square().mean() + kl.mean()).backward()
     post = [p.grad for p in m.latent.posterior_enc.parameters()]

@@ -7,7 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-FORMAT_VERSION = 2  # 2: the model's scope is typed (`Scope`); 1 kept it in `modality`/`extra`
+FORMAT_VERSION = 3  # 3: existence head and neighbour-slice conditioning; 2: typed `Scope`;
+                    # 1 kept the scope in `modality`/`extra`
 
 PREDICTIONS = ("eps", "x", "v")
 SCHEDULES = ("cosine", "linear")
@@ -54,6 +55,12 @@ class ModelConfig:
     # --- CIMD-style ambiguity latent (0 = off) ---
     latent_dim: int = 0
     kl_weight: float = 1e-3
+    # --- is there a finding at all: p(finding | crop), drawn per sample before the outline ---
+    existence_head: bool = False
+    existence_weight: float = 0.1            # BCE weight (soft target: readers' non-empty share)
+    # --- 3D coherence: the denoiser also sees the same sample's mask on the adjacent slice ---
+    neighbour_conditioning: bool = False
+    neighbour_steps: int | None = None       # steps for neighbour-conditioned slices (None: steps)
     # --- diffusion ---
     schedule: str = "cosine"
     input_scale: float = 0.1                 # b: SNR_b(t) = b^2 SNR(t)
@@ -92,6 +99,8 @@ class ModelConfig:
             (len(self.image_widths) == len(self.mask_widths),
              "image_widths and mask_widths need the same number of scales"),
             (self.context_size >= self.crop_size, "context_size must be >= crop_size"),
+            (self.neighbour_steps is None or self.neighbour_steps >= 1,
+             "neighbour_steps must be >= 1 (or None: the model's steps)"),
         ]
         for ok, message in checks:
             if not ok:

@@ -76,15 +76,24 @@ class Segmenter:
     @torch.inference_mode()
     def draw(self, x_in: torch.Tensor, n: int, steps: int, seed: int = 0, *,
              sampler: str | None = None, progress: Progress | None = None,
-             should_stop: Callable[[], bool] | None = None,
-             same_noise: bool = False) -> np.ndarray:
+             should_stop: Callable[[], bool] | None = None, same_noise: bool = False,
+             neighbour: np.ndarray | None = None, alive: np.ndarray | None = None,
+             with_existence: bool = False):
         """x_in (B, C, crop, crop) network inputs -> x_hat (B, n, crop, crop) in [-1, 1].
 
-        The image is encoded once per input; all B * n samples run as one batch; z (if the
-        model has a latent) is drawn from the prior, one per sample. Seeded: same seed, same
-        masks on the same device. With `same_noise`, every input gets exactly the noise it
-        would get alone with this seed (so a batch of slices gives the masks of sampling
-        them one by one); otherwise the B * n draws come from one stream.
+        The image is encoded once per input; the samples run as one batch; z (if the model has
+        a latent) is drawn from the prior, one per sample. With an existence head, sample k
+        exists where its standard-normal draw e_k < Phi^-1(p(finding | crop)); samples that do
+        not exist are empty (-1) and cost no network evaluation. Seeded: same seed, same masks
+        on the same device. With `same_noise`, every input gets exactly the noise it would get
+        alone with this seed (so a batch of slices gives the masks of sampling them one by
+        one, and sample k's existence draw is the same on every slice: slices agree on which
+        samples see a finding, in order of p); otherwise the draws come from one stream.
+
+        3D models: `neighbour` (B, n, crop, crop) in {-1, +1} is each sample's mask on the
+        adjacent slice (in this input's crop frame), `alive` (B, n) bool the samples that may
+        still exist (a sample that ended on the adjacent slice stays ended).
+        With `with_existence`, returns (x_hat, p (B,) or None).
         """
         cfg, b = self.cfg, x_in.shape[0]
         generator = torch.Generator().manual_seed(int(seed))
@@ -98,25 +107,52 @@ class Segmenter:
         x_in = x_in.to(self.device)
         if self.device.type == "cpu":
             x_in = x_in.contiguous(memory_format=torch.channels_last)
+        shape = (b * n, 1, cfg.crop_size, cfg.crop_size)
+        x_hat = torch.full(shape, -1.0)
+        p = None
         with autocast(self.device):
             feats = self.model.encode_image(x_in)
+            keep = torch.ones(b * n, dtype=torch.bool)
+            logit = self.model.existence_logit(feats)
+            if logit is not None:
+                p = torch.sigmoid(logit.float()).cpu()
+                draws = noise((b * n,))
+                keep &= draws < torch.special.ndtri(p.clamp(1e-6, 1 - 1e-6)).repeat_interleave(n)
+            if alive is not None:
+                keep &= torch.as_tensor(np.asarray(alive, bool)).reshape(-1)
             z = None
             if self.model.latent is not None:
                 prior = self.model.latent.prior(feats[-1])
                 mu, std = (v.repeat_interleave(n, 0) for v in (prior.mu, (0.5 * prior.logvar).exp()))
-                z = mu + std * noise(tuple(mu.shape)).to(self.device)
-            if b > 1:  # batch 1 broadcasts inside the denoiser
-                feats = [f.repeat_interleave(n, 0) for f in feats]
+                z = (mu + std * noise(tuple(mu.shape)).to(self.device))
+            idx = keep.nonzero()[:, 0]
+            m = len(idx)
+            every = m == b * n
+            if b > 1 or not every:  # batch 1 with every sample broadcasts inside the denoiser
+                feats = [f.repeat_interleave(n, 0)[idx.to(self.device)] for f in feats]
+            if z is not None:
+                z = z[idx.to(self.device)]
+            nb = has = None
+            if neighbour is not None and m:
+                nb = torch.as_tensor(np.asarray(neighbour, np.float32)).reshape(shape)[idx]
+                nb, has = nb.to(self.device), torch.ones(m, device=self.device)
 
             def denoise(x_t, logsnr):
-                return self.model.denoise(x_t, logsnr, feats, z)
+                return self.model.denoise(x_t, logsnr, feats, z, nb, has)
 
-            x_hat = sample_masks(denoise, self.schedule, (b * n, 1, cfg.crop_size, cfg.crop_size),
-                                 steps=steps, prediction=cfg.prediction,
-                                 sampler=sampler or cfg.sampler, generator=generator,
-                                 device=self.device, on_step=progress, should_stop=should_stop,
-                                 noise=noise)
-        return x_hat.float().cpu().numpy().reshape(b, n, cfg.crop_size, cfg.crop_size)
+            def noise_kept(sub_shape):  # the noise of all samples, then the kept ones
+                return noise((b * n, *sub_shape[1:]))[idx]
+
+            if m:
+                x_hat[idx] = sample_masks(
+                    denoise, self.schedule, (m, *shape[1:]), steps=steps,
+                    prediction=cfg.prediction, sampler=sampler or cfg.sampler,
+                    generator=generator, device=self.device, on_step=progress,
+                    should_stop=should_stop, noise=noise if every else noise_kept).float().cpu()
+            elif progress is not None:
+                progress(steps, steps)
+        out = x_hat.numpy().reshape(b, n, cfg.crop_size, cfg.crop_size)
+        return (out, p) if with_existence else out
 
     def _counts(self, n: int | None, steps: int | None) -> tuple[int, int]:
         n = self.cfg.n_samples if n is None else int(n)

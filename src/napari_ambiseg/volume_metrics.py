@@ -28,21 +28,29 @@ from scipy.stats import wasserstein_distance
 from . import metrics
 
 
+def reader_links(masks: np.ndarray) -> np.ndarray:
+    """(Z, R, H, W) masks, reader order per slice -> (Z, R) indices: track t on slice z is
+    reader `links[z, t]` (the Hungarian linking described above)."""
+    masks = np.asarray(masks, dtype=bool)
+    z_count, r = masks.shape[:2]
+    links = np.tile(np.arange(r), (z_count, 1))
+    last = list(masks[0])
+    for z in range(1, z_count):
+        score = metrics.pairwise_dice(np.stack(last), masks[z])
+        filled = np.array([m.any() for m in last])[:, None] & masks[z].reshape(r, -1).any(1)[None]
+        tracks, readers = linear_sum_assignment(np.where(filled, score, 0.0), maximize=True)
+        links[z, tracks] = readers
+        for t in tracks:
+            if masks[z, links[z, t]].any():
+                last[t] = masks[z, links[z, t]]
+    return links
+
+
 def link_readers(masks: np.ndarray) -> np.ndarray:
     """(Z, R, H, W) masks, reader order per slice -> (R, Z, H, W) reader tracks."""
     masks = np.asarray(masks, dtype=bool)
-    out = masks.copy()
-    last = list(out[0])
-    for z in range(1, len(out)):
-        score = metrics.pairwise_dice(np.stack(last), masks[z])
-        filled = np.array([m.any() for m in last])[:, None] & masks[z].reshape(
-            len(masks[z]), -1).any(1)[None]
-        tracks, readers = linear_sum_assignment(np.where(filled, score, 0.0), maximize=True)
-        out[z, tracks] = masks[z, readers]
-        for t in tracks:
-            if out[z, t].any():
-                last[t] = out[z, t]
-    return out.transpose(1, 0, 2, 3)
+    links = reader_links(masks)
+    return masks[np.arange(len(masks))[:, None], links].transpose(1, 0, 2, 3)
 
 
 def slice_dice(outlines: np.ndarray) -> list[float]:

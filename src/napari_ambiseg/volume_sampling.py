@@ -53,8 +53,8 @@ class Request:
 
     image: Any
     prompt: Prompt = field(default_factory=Prompt)
-    n: int | None = 16                # None: the model's
-    steps: int | None = 10            # None: the model's
+    n: int | None = None              # None: the model's
+    steps: int | None = None          # None: the model's
     seed: int = 0
     spacing: tuple[float, ...] | None = None  # mm per pixel: (y, x), or (z, y, x) for sizes in mm^3
     modality: str = "auto"

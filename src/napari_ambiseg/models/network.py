@@ -6,6 +6,12 @@ The cost is split so that the work done per sample and per step is small:
 - `MaskDenoiser` sees the noisy mask folded 2x2 into channels (space-to-depth), so its
   finest level is at half resolution, adds the image features at each level, and is
   conditioned on the noise level and (optionally) on an ambiguity latent z through FiLM.
+- `ExistenceHead` (optional): p(finding | crop) from the pooled deepest image features, trained
+  with a proper scoring rule (BCE on the readers' non-empty share); sampling draws "is there a
+  finding" per sample from it, then the outline (docs/model_card.md, "Existence").
+- Neighbour conditioning (optional): the denoiser also sees the same sample's mask on the
+  adjacent slice (folded like x_t, through a zero-initialised conv) plus a learnt "has a
+  neighbour" embedding, so sample k on slice z + 1 continues sample k on slice z.
 - `LatentNets` (CIMD-style): a prior over z from the image features and a posterior from image
   and expert mask, both diagonal Gaussians, trained with KL(posterior || prior). At sampling
   time z is drawn from the prior, one per sample.
@@ -66,13 +72,21 @@ class MaskDenoiser(nn.Module):
         for i in range(len(w) - 1, 0, -1):
             self.ups.append(nn.Conv2d(w[i], w[i - 1], 1))
             self.dec.append(ResBlock(w[i - 1], w[i - 1], emb_dim))
+        # the same sample's mask on the adjacent slice (zero-initialised: starts as "ignored")
+        self.neighbour = nn.Conv2d(s * s, w[0], 3, padding=1) if cfg.neighbour_conditioning else None
+        if self.neighbour is not None:
+            nn.init.zeros_(self.neighbour.weight)
+            nn.init.zeros_(self.neighbour.bias)
         self.out_norm = group_norm(w[0])
         self.out = nn.Conv2d(w[0], s * s, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x_t: torch.Tensor, feats: list[torch.Tensor], emb: torch.Tensor):
+    def forward(self, x_t: torch.Tensor, feats: list[torch.Tensor], emb: torch.Tensor,
+                neighbour: torch.Tensor | None = None):
         h = self.inp(F.pixel_unshuffle(x_t, self.s)) + feats[0]
+        if self.neighbour is not None and neighbour is not None:
+            h = h + self.neighbour(F.pixel_unshuffle(neighbour, self.s))
         skips = []
         for i, block in enumerate(self.enc):
             if i > 0:
@@ -102,6 +116,18 @@ class Gaussian:
         """KL(self || other), summed over latent dims, one value per batch item."""
         v1, v2 = self.logvar.exp(), other.logvar.exp()
         return 0.5 * (other.logvar - self.logvar + (v1 + (self.mu - other.mu) ** 2) / v2 - 1).sum(1)
+
+
+class ExistenceHead(nn.Module):
+    """Logit of p(finding on this slice | crop) from mean- and max-pooled deepest features."""
+
+    def __init__(self, width: int, hidden: int = 64):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(2 * width, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+
+    def forward(self, deepest: torch.Tensor) -> torch.Tensor:
+        pooled = torch.cat([deepest.mean((2, 3)), deepest.amax((2, 3))], 1)
+        return self.mlp(pooled.float())[:, 0]
 
 
 class LatentNets(nn.Module):
@@ -143,6 +169,9 @@ class AmbiSegNet(nn.Module):
         self.denoiser = MaskDenoiser(cfg, td)
         self.latent = LatentNets(cfg) if cfg.latent_dim > 0 else None
         self.z_proj = nn.Linear(cfg.latent_dim, td) if cfg.latent_dim > 0 else None
+        self.existence = ExistenceHead(cfg.mask_widths[-1]) if cfg.existence_head else None
+        # added to the embedding of items that are given a neighbour mask
+        self.has_neighbour = nn.Parameter(torch.zeros(td)) if cfg.neighbour_conditioning else None
 
     def encode_image(self, image: torch.Tensor) -> list[torch.Tensor]:
         """image: (B, C, H, W) normalised to [-1, 1]. Run once per request."""
@@ -157,19 +186,38 @@ class AmbiSegNet(nn.Module):
             emb = emb + self.z_proj(z)
         return emb
 
+    def existence_logit(self, feats: list[torch.Tensor]) -> torch.Tensor | None:
+        """Logit of p(finding | crop) per image (None without an existence head)."""
+        return None if self.existence is None else self.existence(feats[-1])
+
     def denoise(self, x_t: torch.Tensor, logsnr: torch.Tensor, feats: list[torch.Tensor],
-                z: torch.Tensor | None = None) -> torch.Tensor:
-        """One network evaluation. feats may have batch 1 (broadcast to the samples)."""
+                z: torch.Tensor | None = None, neighbour: torch.Tensor | None = None,
+                has_neighbour: torch.Tensor | None = None) -> torch.Tensor:
+        """One network evaluation. feats may have batch 1 (broadcast to the samples).
+
+        `neighbour` (B, 1, H, W) in {-1, +1}: the same sample's mask on the adjacent slice,
+        used where `has_neighbour` (B,) is true (ignored by models without conditioning)."""
         n = x_t.shape[0]
         feats = [f.expand(n, -1, -1, -1) if f.shape[0] != n else f for f in feats]
-        out = self.denoiser(x_t, feats, self.embed(logsnr, z))
+        emb = self.embed(logsnr, z)
+        if self.has_neighbour is not None and neighbour is not None:
+            has = (torch.ones(n, device=x_t.device) if has_neighbour is None
+                   else has_neighbour.to(x_t.device, torch.float32))
+            emb = emb + has[:, None] * self.has_neighbour
+            neighbour = neighbour * has.view(-1, 1, 1, 1).to(neighbour.dtype)
+        else:
+            neighbour = None
+        out = self.denoiser(x_t, feats, emb, neighbour)
         return torch.tanh(out) if self.cfg.prediction == "x" else out
 
     def forward(self, x_t: torch.Tensor, logsnr: torch.Tensor, image: torch.Tensor,
-                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training pass: (prediction, KL per item). With a latent, z comes from the posterior
-        q(z | image, mask) and the KL to the prior p(z | image) is returned (zeros otherwise).
-        Everything goes through forward() so that DistributedDataParallel sees every use."""
+                mask: torch.Tensor | None = None, neighbour: torch.Tensor | None = None,
+                has_neighbour: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Training pass: (prediction, KL per item, existence logit per item or None). With a
+        latent, z comes from the posterior q(z | image, mask) and the KL to the prior
+        p(z | image) is returned (zeros otherwise). Everything goes through forward() so that
+        DistributedDataParallel sees every use."""
         feats = self.encode_image(image)
         kl = x_t.new_zeros(x_t.shape[0])
         z = None
@@ -179,7 +227,8 @@ class AmbiSegNet(nn.Module):
             posterior = self.latent.posterior(image, mask)
             z = posterior.rsample()
             kl = posterior.kl(self.latent.prior(feats[-1]))
-        return self.denoise(x_t, logsnr, feats, z), kl
+        out = self.denoise(x_t, logsnr, feats, z, neighbour, has_neighbour)
+        return out, kl, self.existence_logit(feats)
 
 
 def build_model(cfg: ModelConfig) -> AmbiSegNet:

@@ -58,18 +58,26 @@ def make_batch(images: np.ndarray, masks: np.ndarray, idx: np.ndarray, size: int
                all_raters: bool = False):
     """images (K,H,W) uint8, masks (K,R,H,W) -> image (B,1,s,s) in [-1,1], mask (B,1,s,s) or
     (B,R,s,s) with all_raters, in {-1,+1}. Each item draws one rater uniformly (empty included)."""
-    img = torch.from_numpy(images[idx]).float()[:, None] / 255.0
     if all_raters:
-        m = torch.from_numpy(masks[idx]).float()
+        m = masks[idx]
     else:
         raters = rng.integers(masks.shape[1], size=len(idx))
-        m = torch.from_numpy(masks[idx, raters]).float()[:, None]
-    theta = _thetas(len(idx), images.shape[-1], size, cfg, train, rng)
-    grid = F.affine_grid(theta, [len(idx), 1, size, size], align_corners=False)
+        m = masks[idx, raters][:, None]
+    return augment_batch(images[idx], m, size, cfg, rng, train)
+
+
+def augment_batch(images: np.ndarray, masks: np.ndarray, size: int, cfg: AugmentConfig,
+                  rng: np.random.Generator, train: bool = True):
+    """images (B,H,W) uint8 and masks (B,C,H,W) {0,1} (channels share the item's geometry, e.g.
+    a target and its neighbour-slice mask) -> (B,1,s,s) in [-1,1] and (B,C,s,s) in {-1,+1}."""
+    img = torch.from_numpy(np.ascontiguousarray(images)).float()[:, None] / 255.0
+    m = torch.from_numpy(np.ascontiguousarray(masks)).float()
+    b = len(img)
+    theta = _thetas(b, images.shape[-1], size, cfg, train, rng)
+    grid = F.affine_grid(theta, [b, 1, size, size], align_corners=False)
     img = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
     m = F.grid_sample(m, grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.5
     if train and cfg.enabled:
-        b = len(idx)
         g = torch.from_numpy(np.exp(rng.uniform(-cfg.gamma, cfg.gamma, b))).float()
         c = torch.from_numpy(rng.uniform(1 - cfg.contrast, 1 + cfg.contrast, b)).float()
         br = torch.from_numpy(rng.uniform(-cfg.brightness, cfg.brightness, b)).float()

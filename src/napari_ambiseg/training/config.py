@@ -35,6 +35,10 @@ class TrainConfig:
     threads: int | None = None
     allow_pickle: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # 3D models: where the training rows' nodule stacks are (LIDC index.csv) and which split
+    volume_index: str | None = None
+    volume_split: str = "train"
+    p_neighbour: float = 0.5          # share of items given the adjacent slice's outline
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-LOG_FIELDS = ["step", "time_s", "loss", "kl", "lr", "val_ged", "val_hm_iou", "loss_median"]
+LOG_FIELDS = ["step", "time_s", "loss", "kl", "lr", "val_ged", "val_hm_iou", "loss_median", "bce"]
 
 
 def append_log(path: Path, row: dict[str, Any]) -> None:

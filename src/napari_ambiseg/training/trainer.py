@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 
 from ..config import ModelConfig
 from ..device import autocast, resolve_device
@@ -31,9 +32,10 @@ from ..diffusion.parameterization import loss_weight
 from ..errors import Cancelled, InputError
 from ..models import build_model
 from ..weights_io import atomic_write_bytes, load_weights, save_weights
-from .augment import make_batch
+from .augment import AugmentConfig, augment_batch
 from .config import TrainConfig, save_run_config
 from .data import MultiRaterData, load_data
+from .examples import TrainingExamples, examples_for
 from .runlog import LOG_FIELDS, append_log, plot_log, truncate_log
 
 __all__ = ["LOG_FIELDS", "EMA", "diffusion_loss", "lr_factor", "plot_log", "train"]
@@ -68,19 +70,45 @@ class EMA:
 
 
 def diffusion_loss(model, schedule: Schedule, cfg: ModelConfig, image: torch.Tensor,
-                   mask: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """w(t) ||x_hat - x||^2 (mean over pixels and batch) and the mean KL (0 without latent)."""
+                   mask: torch.Tensor, gen: torch.Generator, *,
+                   neighbour: torch.Tensor | None = None, has_neighbour: torch.Tensor | None = None,
+                   learn_outline: torch.Tensor | None = None, exists: torch.Tensor | None = None,
+                   learn_exists: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Loss terms: "loss" = w(t) ||x_hat - x||^2 (mean over pixels, then over the items with an
+    outline to learn), "kl" (0 without latent), "bce" (existence head: binary cross-entropy
+    against the readers' non-empty share on the items that train it; 0 without head)."""
     b = mask.shape[0]
     t = ((torch.rand(1, generator=gen) + torch.arange(b) / b) % 1.0)  # stratified times
     noise = torch.randn(mask.shape, generator=gen)
     t, noise = t.to(mask.device), noise.to(mask.device)
     x_t, _, logsnr = schedule.add_noise(mask, t, noise)
-    out, kl = model(x_t, logsnr, image, mask)
+    out, kl, logit = model(x_t, logsnr, image, mask, neighbour, has_neighbour)
     alpha, sigma = Schedule.alpha_sigma(logsnr.view(-1, 1, 1, 1))
     x_hat = x_from_prediction(out.float(), x_t, alpha, sigma, cfg.prediction)
     w = loss_weight(logsnr, cfg.loss_weighting, cfg.sigmoid_bias)
-    mse = ((x_hat - mask) ** 2).mean((1, 2, 3))
-    return (w * mse).mean(), kl.mean()
+    per_item = w * ((x_hat - mask) ** 2).mean((1, 2, 3))
+    keep = torch.ones_like(per_item) if learn_outline is None else learn_outline.to(per_item)
+    terms = {"loss": (per_item * keep).sum() / keep.sum().clamp_min(1.0), "kl": kl.mean(),
+             "bce": per_item.new_zeros(())}
+    if logit is not None and exists is not None:
+        bce = F.binary_cross_entropy_with_logits(logit.float(), exists.to(per_item),
+                                                 reduction="none")
+        on = torch.ones_like(bce) if learn_exists is None else learn_exists.to(bce)
+        terms["bce"] = (bce * on).sum() / on.sum().clamp_min(1.0)
+    return terms
+
+
+def batch_tensors(examples: TrainingExamples, b: int, size: int, aug: AugmentConfig,
+                  rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """One augmented training batch (target and neighbour share each item's geometry)."""
+    batch = examples.draw(b, rng)
+    image, masks = augment_batch(examples.data.images[batch.rows],
+                                 np.stack([batch.target, batch.neighbour], 1), size, aug, rng)
+    return {"image": image, "mask": masks[:, :1], "neighbour": masks[:, 1:],
+            "has_neighbour": torch.from_numpy(batch.has_neighbour),
+            "learn_outline": torch.from_numpy(batch.learn_outline),
+            "exists": torch.from_numpy(batch.exists),
+            "learn_exists": torch.from_numpy(batch.learn_exists)}
 
 
 def _rank() -> tuple[int, int]:
@@ -145,16 +173,26 @@ def _fresh_run_dir(out: Path, model_cfg: ModelConfig, cfg: TrainConfig) -> None:
     save_run_config(model_cfg, cfg, out / "run.json")
 
 
-def _load_init(model: torch.nn.Module, ema: EMA, init: str) -> None:
-    """Fine-tuning: start model and EMA from saved weights. Only the network must match; the
-    diffusion and sampling settings of the run config may differ from the weights' own."""
+# modules a fine-tune may add to the weights it starts from (they start as initialised:
+# zero-initialised conditioning is "ignored", so the model starts as the one it loaded)
+NEW_MODULES = ("existence.", "denoiser.neighbour.", "has_neighbour")
+
+
+def _load_init(model: torch.nn.Module, ema: EMA, init: str) -> list[str]:
+    """Fine-tuning: start model and EMA from saved weights. Only the network must match (the
+    modules in NEW_MODULES may be new); the diffusion and sampling settings of the run config
+    may differ from the weights' own. Returns the names of the freshly initialised tensors."""
     src = load_weights(init)[0].state_dict()
-    try:
-        model.load_state_dict(src)
-    except RuntimeError as e:
-        raise InputError(f"init weights {init} do not fit this model config's network: "
-                         f"{str(e).splitlines()[-1].strip()}") from None
-    ema.model.load_state_dict(src)
+    missing, unexpected = model.load_state_dict(src, strict=False)
+    foreign = [k for k in missing if not k.startswith(NEW_MODULES)] + list(unexpected)
+    if foreign:
+        try:
+            model.load_state_dict(src)  # strict: PyTorch's own description of the mismatch
+        except RuntimeError as e:
+            raise InputError(f"init weights {init} do not fit this model config's network: "
+                             f"{str(e).splitlines()[-1].strip()}") from None
+    ema.model.load_state_dict(model.state_dict())
+    return list(missing)
 
 
 def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
@@ -195,6 +233,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *, resu
         val_data = val_data.subset(pick)
     not_begun("while loading the data")
     k, r = train_data.masks.shape[:2]
+    examples = examples_for(train_data, model_cfg, cfg.volume_index, cfg.volume_split,
+                            cfg.p_neighbour)
     emit({"kind": "phase", "phase": "model",
           "text": f"{k:,} cases x {r} readers; building the model"})
 
@@ -207,6 +247,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *, resu
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     step, best, elapsed = 0, float("inf"), 0.0
     losses: list[float] = []        # the current log window
+    bces: list[float] = []          # existence-head BCE over the same window
     pending: dict[str, Any] = {}    # a validation interrupted by a stop: redone on resume
     ckpt_path = out / "checkpoint.pt"
     not_begun("while building the model")
@@ -222,6 +263,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *, resu
         sched.load_state_dict(ck["scheduler"])
         step, best, elapsed = ck["step"], ck["best"], ck["elapsed"]
         losses, pending = list(ck.get("window", [])), dict(ck.get("pending", {}))
+        bces = list(ck.get("window_bce", []))
         if world == 1:  # exact resume; DDP ranks re-seed from (seed, rank, step)
             _set_rng_state(np_rng, gen, ck["rng"])
         else:
@@ -232,7 +274,10 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *, resu
         emit({"kind": "resume", "step": step, "total": cfg.iterations})
     else:
         if cfg.init:
-            _load_init(model, ema, cfg.init)
+            fresh = _load_init(model, ema, cfg.init)
+            if fresh:
+                emit({"kind": "phase", "phase": "model",
+                      "text": f"started from {cfg.init}; new: {', '.join(sorted(fresh))}"})
         if rank == 0:
             _fresh_run_dir(out, model_cfg, cfg)
 
@@ -254,7 +299,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *, resu
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "rng": _rng_state(np_rng, gen), "step": step, "best": best,
             "elapsed": elapsed, "model_config": model_cfg.to_dict(),
-            "train_config": cfg.to_dict(), "window": losses, "pending": pending}, ckpt_path)
+            "train_config": cfg.to_dict(), "window": losses, "window_bce": bces,
+            "pending": pending}, ckpt_path)
 
     def stopped(where: str) -> NoReturn:
         checkpoint()
@@ -328,15 +374,16 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *, resu
             t_it = time.perf_counter()
             before = _rng_state(np_rng, gen) if inside else None
             try:
-                idx = np_rng.integers(len(train_data), size=cfg.batch_size)
-                image, mask = make_batch(train_data.images, train_data.masks, idx, size,
-                                         cfg.augment, np_rng)
-                image, mask = image.to(device), mask.to(device)
+                batch = {k: v.to(device) for k, v in batch_tensors(
+                    examples, cfg.batch_size, size, cfg.augment, np_rng).items()}
+                image = batch.pop("image")
                 if device.type == "cpu":
                     image = image.contiguous(memory_format=torch.channels_last)
+                mask = batch.pop("mask")
                 with autocast(device):
-                    loss, kl = diffusion_loss(net, schedule, model_cfg, image, mask, gen)
-                    total = loss + model_cfg.kl_weight * kl
+                    terms = diffusion_loss(net, schedule, model_cfg, image, mask, gen, **batch)
+                    loss, kl, bce = terms["loss"], terms["kl"], terms["bce"]
+                    total = loss + model_cfg.kl_weight * kl + model_cfg.existence_weight * bce
                 opt.zero_grad(set_to_none=True)
                 total.backward()
             except _StopNow:
@@ -348,6 +395,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *, resu
             ema.update(model, step)
             step += 1
             losses.append(loss.item())
+            bces.append(bce.item())
             now = time.perf_counter()
             durations.append(now - t_it)
             elapsed = now - t_start
@@ -359,8 +407,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *, resu
             if step % cfg.log_every == 0 or step == cfg.iterations:
                 row = {"step": step, "time_s": round(elapsed, 1), "loss": float(np.mean(losses)),
                        "loss_median": float(np.median(losses)), "kl": kl.item(),
+                       "bce": float(np.mean(bces)),
                        "lr": sched.get_last_lr()[0]}
-                losses = []
+                losses, bces = [], []
             validating = val_data is not None and rank == 0 and (
                 step % cfg.val_every == 0 or step == cfg.iterations)
             if validating and not row:
