@@ -18,15 +18,12 @@ from .geometry import Region, region_for
 from .io.preprocess import check_image_2d, guess_modality, to_model_scale, to_network_input
 from .modes import find_modes
 from .result import SampleResult, binary_entropy
+from .volume_sampling import COHERENT, PER_SLICE
 
 Progress = Callable[[int, int], None]
 
-__all__ = ["Segmenter", "SampleResult", "binary_entropy", "VOLUME_METHOD"]
+__all__ = ["Segmenter", "SampleResult", "binary_entropy", "PER_SLICE", "COHERENT"]
 
-# How `sample_slices` treats the slices of a slab: each slice on its own, with the same seed
-# (so sample k starts from the same noise on every slice). A slab-aware model would declare
-# its own method and read the neighbouring slices through the same call.
-VOLUME_METHOD = "per-slice"
 
 
 class Segmenter:
@@ -50,7 +47,13 @@ class Segmenter:
         model, cfg, info = load_weights(weights)
         return cls(model, cfg, device, info)
 
-    volume_method = VOLUME_METHOD
+    @property
+    def volume_method(self) -> str:
+        return COHERENT if self.cfg.neighbour_conditioning else PER_SLICE
+
+    def neighbour_steps(self, steps: int) -> int:
+        """Steps for slices conditioned on their neighbour (the model's, at most `steps`)."""
+        return min(steps, self.cfg.neighbour_steps or steps)
 
     def default_batch(self) -> int:
         """Samples per network evaluation when sampling many slices: on the CPU a larger batch
@@ -169,34 +172,48 @@ class Segmenter:
                       spacing: tuple[float, ...] | None = None, modality: str = "auto",
                       sampler: str | None = None, progress: Progress | None = None,
                       should_stop: Callable[[], bool] | None = None,
-                      max_batch: int | None = None) -> list[tuple[np.ndarray, tuple]]:
+                      max_batch: int | None = None,
+                      neighbours: Sequence[np.ndarray] | None = None
+                      ) -> list[tuple[np.ndarray, tuple]]:
         """Masks of slices `zs` of `volume` (anything indexable by slice: (Z, H, W[, C])), each
         at its prompt (center, box); returns per slice ((n, H, W) bool masks, bounds).
 
         The slices go through the network together, `max_batch` samples per evaluation
         (whole slices; default `default_batch()`): the image encoder runs once per slice.
-        Per-slice method: every slice uses `seed` as if sampled alone, so the result does
-        not depend on how the slices are batched. `progress(done, total)` counts network
-        evaluations over all batches; `should_stop` is checked before each.
+        Every slice uses `seed` as if sampled alone, so the result does not depend on how the
+        slices are batched. `neighbours` (coherent models): per slice, the (n, H, W) masks of
+        the same samples on the adjacent slice; each sample continues its own outline and a
+        sample empty there stays empty; these slices take `neighbour_steps(steps)` steps.
+        `progress(done, total)` counts network evaluations over all batches; `should_stop` is
+        checked before each.
         """
         n, steps = self._counts(n, steps)
+        if neighbours is not None:
+            steps = self.neighbour_steps(steps)
         planes = [check_image_2d(np.asarray(volume[z]), f"slice {z}") for z in zs]
         modality = guess_modality(np.asarray(volume[zs[0]]), modality)
         regions = [self.region(p.shape, c, b, spacing) for p, (c, b) in zip(planes, prompts)]
         x_all = [self.prepare(p, r, modality) for p, r in zip(planes, regions)]
+        size = self.cfg.crop_size
         per = max(1, (max_batch or self.default_batch()) // n)
         chunks = [range(i, min(i + per, len(zs))) for i in range(0, len(zs), per)]
         out = []
         for c, chunk in enumerate(chunks):
             step_report = (None if progress is None else
                            lambda i, k, c=c: progress(c * steps + i, len(chunks) * steps))
+            nb = alive = None
+            if neighbours is not None:
+                prev = [np.asarray(neighbours[i], bool) for i in chunk]
+                alive = np.stack([m.reshape(n, -1).any(1) for m in prev])
+                nb = np.stack([[np.where(regions[i].extract(m.astype(np.float32), size) > 0.5,
+                                         1.0, -1.0) for m in ms] for i, ms in zip(chunk, prev)])
             x_hat = self.draw(torch.cat([x_all[i] for i in chunk]), n, steps, seed,
                               sampler=sampler, progress=step_report, should_stop=should_stop,
-                              same_noise=True)
+                              same_noise=True, neighbour=nb, alive=alive)
             for j, i in enumerate(chunk):
                 shape = planes[i].shape
                 masks = regions[i].paste(x_hat[j], shape) > 0
-                out.append((masks, regions[i].bounds(self.cfg.crop_size, shape)))
+                out.append((masks, regions[i].bounds(size, shape)))
         return out
 
     def sample(self, image: np.ndarray, n: int | None = None, steps: int | None = None,

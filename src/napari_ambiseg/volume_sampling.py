@@ -33,6 +33,8 @@ from .errors import Cancelled, InputError
 from .modes import find_modes
 from .result import SampleResult, binary_entropy
 
+PER_SLICE, COHERENT = "per-slice", "coherent"  # how a segmenter samples a slab's slices
+
 Progress = Callable[[int, int, str], None]  # (done, total, description)
 
 MAX_MASK_BYTES = 8 * 2**30  # the (N, Z, H, W) bool masks of one request
@@ -106,21 +108,25 @@ class _Slices:
         self.done = 0
         self.network_s = 0.0
 
-    def __call__(self, zs: list[int], prompts: list[Prompt], expected: int) -> list[tuple]:
-        """((n, H, W) masks, bounds) of slices zs; `expected` = steps known to be left."""
+    def __call__(self, zs: list[int], prompts: list[Prompt], expected: int,
+                 neighbours: list[np.ndarray] | None = None) -> list[tuple]:
+        """((n, H, W) masks, bounds) of slices zs; `expected` = steps known to be left;
+        `neighbours`: each slice's adjacent (n, H, W) masks (coherent models)."""
         if self.should_stop is not None and self.should_stop():
             raise Cancelled("sampling stopped")
         req, done = self.req, self.done
-        total = max(done + expected, done + len(zs) * self.steps)
+        steps = self.steps if neighbours is None else self.seg.neighbour_steps(self.steps)
+        total = max(done + expected, done + len(zs) * steps)
         text = f"slice {zs[0]}" if len(zs) == 1 else f"slices {min(zs)}-{max(zs)}"
         t0 = time.perf_counter()
         if hasattr(self.seg, "sample_slices"):
+            extra = {} if neighbours is None else {"neighbours": neighbours}
             out = self.seg.sample_slices(
                 req.image, zs, [(p.center, p.box) for p in prompts], self.n, self.steps,
                 req.seed, spacing=req.spacing, modality=req.modality, sampler=req.sampler,
                 max_batch=req.max_batch, should_stop=self.should_stop,
-                progress=lambda i, k: self.report(done + i * len(zs) * self.steps // k,
-                                                  total, text))
+                progress=lambda i, k: self.report(done + i * len(zs) * steps // k, total, text),
+                **extra)
         else:  # a stand-in with `sample` only: one slice at a time
             out = []
             for j, (z, p) in enumerate(zip(zs, prompts)):
@@ -131,7 +137,7 @@ class _Slices:
                                     progress=lambda i, k, b=base: self.report(b + i, total, text))
                 out.append((r.masks, r.bounds))
         self.network_s += time.perf_counter() - t0
-        self.done = done + len(zs) * self.steps
+        self.done = done + len(zs) * steps
         return out
 
 
@@ -155,26 +161,43 @@ def sample_volume(seg, req: Request, progress: Progress | None = None,
     run = _Slices(seg, req, n, steps, progress or (lambda *a: None), should_stop)
     masks: dict[int, np.ndarray] = {}
     bounds: dict[int, tuple] = {}
-    if not req.propagate:
+    coherent = getattr(seg, "volume_method", PER_SLICE) == COHERENT
+    if not req.propagate and not coherent:  # independent slices: all through at once
         _check_memory(n, len(todo), shape)
         start = req.prompt.z if req.prompt.z in todo else todo[0]
         for z, (m, b) in zip(todo, run(todo, [req.prompt] * len(todo), len(todo) * steps)):
             masks[z], bounds[z] = m, b
-    else:
-        _check_memory(n, min(depth, 2 * req.max_slices + 1), shape)
-        start = todo[0]
+    else:  # outward from the start slice, in waves of one slice per direction
+        if req.propagate:
+            _check_memory(n, min(depth, 2 * req.max_slices + 1), shape)
+            start, lo, hi = todo[0], 0, depth - 1
+        else:
+            _check_memory(n, len(todo), shape)
+            start = req.prompt.z if req.prompt.z in todo else todo[0]
+            lo, hi = todo[0], todo[-1]
         wave, prompts, heading = [start], {start: req.prompt}, {start: 0}
         while wave:
-            for z, (m, b) in zip(wave, run(wave, [prompts[z] for z in wave], len(wave) * steps)):
+            neighbours = None
+            if coherent and heading[wave[0]] != 0:
+                neighbours = [masks[z - heading[z]] for z in wave]
+            left = len(wave) * steps
+            for z, (m, b) in zip(wave, run(wave, [prompts[z] for z in wave], left, neighbours)):
                 masks[z], bounds[z] = m, b
             nxt = []
             for z in wave:
-                c = (masks[z].mean(0) >= req.consensus) & masks[z].any(0)
+                if not req.propagate:
+                    c, follow = masks[z].any(0), False
+                elif coherent:  # go on while any hypothesis goes on; centre on the agreed part
+                    share = masks[z].mean(0)
+                    c, follow = share >= share.max() / 2, True
+                else:
+                    c, follow = (masks[z].mean(0) >= req.consensus) & masks[z].any(0), True
                 for step in ((1, -1) if heading[z] == 0 else (heading[z],)):
                     nz = z + step
-                    if (c.any() and 0 <= nz < depth and abs(nz - start) <= req.max_slices
-                            and nz not in masks):
-                        prompts[nz], heading[nz] = follow_prompt(c, prompts[z]), step
+                    if ((c.any() or not follow) and lo <= nz <= hi
+                            and abs(nz - start) <= req.max_slices and nz not in masks):
+                        prompts[nz] = follow_prompt(c, prompts[z]) if follow else req.prompt
+                        heading[nz] = step
                         nxt.append(nz)
             wave = nxt
     t1 = time.perf_counter()
@@ -182,7 +205,7 @@ def sample_volume(seg, req: Request, progress: Progress | None = None,
     stack = np.stack([masks[z] for z in zs], axis=1)
     agreement = stack.mean(0, dtype=np.float32)
     w = stack.shape[-1]
-    method = getattr(seg, "volume_method", "per-slice")
+    method = getattr(seg, "volume_method", PER_SLICE)
     result = SampleResult(stack, agreement, binary_entropy(agreement),
                           find_modes(stack.reshape(n, -1, w)), bounds[start], steps, int(req.seed),
                           z0=zs[0], key=start - zs[0], spacing=_spacing(req.spacing, 3),
