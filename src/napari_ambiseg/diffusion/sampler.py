@@ -2,7 +2,7 @@
 
 From t to s < t with r = SNR(t) / SNR(s):
   mean = r (alpha_s / alpha_t) x_t + (1 - r) alpha_s x_hat
-  var  = (1 - r) sigma_t^2 ("large") or (1 - r) sigma_s^2 ("small", the true posterior)
+  var  = (1 - r) sigma_t^2 (the "large" variance; the true posterior's is (1 - r) sigma_s^2)
 DDIM (eta = 0): x_s = alpha_s x_hat + sigma_s eps_hat. The last step returns x_hat.
 Exactly `steps` network evaluations per sample.
 """
@@ -28,7 +28,7 @@ def time_grid(steps: int) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_masks(denoise: Denoise, schedule: Schedule, shape: tuple[int, ...], *, steps: int,
-                 prediction: str, sampler: str = "ddpm", variance: str = "large",
+                 prediction: str, sampler: str = "ddpm",
                  generator: torch.Generator | None = None, device: torch.device | str = "cpu",
                  on_step: Callable[[int, int], None] | None = None,
                  should_stop: Callable[[], bool] | None = None,
@@ -67,7 +67,7 @@ def sample_masks(denoise: Denoise, schedule: Schedule, shape: tuple[int, ...], *
         elif sampler == "ddpm":
             r = torch.exp(l_t - l_s)
             mean = r * (alpha_s / alpha_t) * x + (1 - r) * alpha_s * x_hat
-            var = (1 - r) * (sigma_t**2 if variance == "large" else sigma_s**2)
+            var = (1 - r) * sigma_t**2
             x = mean + var.clamp_min(0).sqrt() * noise(shape).to(device)
         else:
             raise ValueError(f"unknown sampler {sampler!r}")

@@ -379,11 +379,6 @@ def replace_outputs(viewer, source, out: Outputs) -> dict[str, Any]:
     return shown
 
 
-def read_outputs(samples_layer) -> dict[str, Any]:
-    """What the gallery needs from a samples layer: masks (N, ...) bool and its record."""
-    return {"masks": sample_masks(samples_layer), "info": output_info(samples_layer) or {}}
-
-
 # ------------------------------------------------------------------------------ adoption
 def adoption_record(source, what: str) -> dict[str, str]:
     """metadata["ambiseg_adopted"] (C4): what was adopted from which image, and when."""
