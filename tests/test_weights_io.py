@@ -29,6 +29,33 @@ def test_round_trip_keeps_config_and_outputs(tmp_path):
     assert torch.equal(m.denoise(*args), m2.denoise(*args))
 
 
+def test_save_is_atomic_and_shareable(tmp_path, monkeypatch):
+    """Weights go through io.atomic: readable by others (the umask, not mkstemp's 0600), no
+    temporary leftovers, and a failed save leaves the previous file untouched."""
+    import os
+
+    from napari_ambiseg.errors import WriteError
+
+    cfg = tiny_config()
+    old = os.umask(0o022)
+    try:
+        path = save_weights(build_model(cfg), cfg, tmp_path / "sub" / "w")  # folder created
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in path.parent.iterdir()) == ["w.json", "w.safetensors"]
+    before = path.read_bytes()
+
+    def broken(_):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", broken)  # fails after the bytes were written
+    with pytest.raises(WriteError, match="disk full"):
+        save_weights(build_model(cfg), cfg, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["w.json", "w.safetensors"]
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(WeightsError, match="not found"):
         load_weights(tmp_path / "missing.safetensors")

@@ -4,6 +4,7 @@ A failed write never leaves a broken file over a good one: the target is only re
 (``os.replace``, atomic on one file system) once the writer has finished without error.
 Writers that produce several files (MetaImage ``.mhd`` + ``.raw``) write them all into the
 temporary folder; the companions are moved first and the requested file last.
+`atomic_write_bytes` is the same for bytes already in memory (weights, checkpoints, logs).
 """
 
 from __future__ import annotations
@@ -49,3 +50,19 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `path` through :func:`atomic_output`, fsynced before it is published;
+    the folder is created if needed. Raises :class:`WriteError`."""
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteError(f"Cannot write {target.name}: cannot create folder {target.parent} ({e}).") from e
+    with atomic_output(target) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    return target

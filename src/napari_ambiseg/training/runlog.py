@@ -68,7 +68,7 @@ def read_log(path: str | Path) -> dict[str, np.ndarray]:
 def truncate_log(path: Path, step: int) -> None:
     """Drop the rows after `step` (written after the checkpoint a run resumes from), so the
     resumed run's rows follow on without repeats. Atomic: the log is replaced whole."""
-    from ..weights_io import atomic_write_bytes
+    from ..io.atomic import atomic_write_bytes
 
     if not path.is_file():
         return
@@ -164,7 +164,7 @@ def plot_log(log_csv: Path, png: Path) -> None:
     # Figure without pyplot: no global backend switch, safe beside a GUI's own plots
     from matplotlib.figure import Figure
 
-    from ..weights_io import atomic_write_bytes
+    from ..io.atomic import atomic_write_bytes
 
     log = read_log(log_csv)
     if log["step"].size == 0:

@@ -30,8 +30,9 @@ from ..device import autocast, resolve_device
 from ..diffusion import Schedule, x_from_prediction
 from ..diffusion.parameterization import loss_weight
 from ..errors import Cancelled, InputError
+from ..io.atomic import atomic_write_bytes
 from ..models import build_model
-from ..weights_io import atomic_write_bytes, load_weights, save_weights
+from ..weights_io import load_weights, save_weights
 from .augment import AugmentConfig, augment_batch
 from .config import TrainConfig, save_run_config
 from .data import MultiRaterData, load_data
