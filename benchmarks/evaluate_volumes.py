@@ -34,6 +34,14 @@ from napari_ambiseg.volume_sampling import Prompt, Request, sample_request  # no
 LIDC = Path(__file__).resolve().parents[2] / "shared" / "data" / "lidc"
 
 
+METHODS = {
+    "per-slice": "per-slice method: each slice on its own, the same seed on every slice",
+    "coherent": "coherent method: outward from the prompt slice, sample k on each slice "
+                "conditioned on sample k on the slice before, existence drawn per sample with "
+                "one draw shared by all slices",
+}
+
+
 def _float(text: str) -> float | None:
     try:
         return float(text)
@@ -68,8 +76,9 @@ def lidc_stacks(split: str = "test", min_slices: int = 4, root: Path = LIDC) -> 
 
 
 def sample_stack(seg, stack: dict, n: int, steps: int | None, seed: int = 0):
-    req = Request(stack["images"], Prompt(z=0), n=n, steps=steps, seed=seed, volume=True,
-                  slices=[0, len(stack["images"]) - 1], modality="8bit")
+    # prompted on the middle slice, as a reader would click inside the finding
+    req = Request(stack["images"], Prompt(z=len(stack["images"]) // 2), n=n, steps=steps,
+                  seed=seed, volume=True, slices=[0, len(stack["images"]) - 1], modality="8bit")
     return sample_request(seg, req)
 
 
@@ -89,7 +98,7 @@ def evaluate(seg, stacks: list[dict], n: int, steps: int | None) -> tuple[dict, 
     pooled = lambda key: float(np.mean([v for r in rows for v in r[key]]))  # noqa: E731
     w1 = [r["volume_w1_mm"] for r in rows if "volume_w1_mm" in r]
     summary = {
-        "stacks": len(rows), "n": n, "steps": res.steps,
+        "stacks": len(rows), "n": n, "steps": res.steps, "method": res.method,
         "ged3d": float(np.mean([r["ged"] for r in rows])),
         "hm_iou3d": float(np.mean([r["hm_iou"] for r in rows])),
         "ged2d": float(np.mean([r["ged_2d"] for r in rows])),
@@ -123,7 +132,7 @@ def cost(seg, stacks: list[dict], n: int, steps: int | None, repeats: int = 3) -
         return {}
     images = long["images"][:20]
     one = Request(images[10], n=n, steps=steps, modality="8bit")
-    many = Request(images, Prompt(z=0), n=n, steps=steps, volume=True, slices=[0, 19],
+    many = Request(images, Prompt(z=10), n=n, steps=steps, volume=True, slices=[0, 19],
                    modality="8bit")
     sample_request(seg, one)  # warm-up
     t_one, t_many = [], []
@@ -149,8 +158,8 @@ def report(summary: dict, rows: list[dict], cost_: dict, command: str) -> str:
         "",
         f"{s['stacks']} `test` nodule stacks (>= {s.get('min_slices', 4)} slices), N = {s['n']}, "
         f"{s['steps']} steps, seed 0, every stack sampled as one slice range with the core "
-        "volume sampler (per-slice method: each slice on its own, the same seed on every "
-        "slice). Readers are linked into 3D tracks (Hungarian, maximum Dice with each "
+        f"volume sampler, prompted on its middle slice ({METHODS[s.get('method', 'per-slice')]}). "
+        "Readers are linked into 3D tracks (Hungarian, maximum Dice with each "
         "track's last non-empty outline); definitions in `src/napari_ambiseg/volume_metrics.py`.",
         "",
         "| figure | samples | readers |",
@@ -184,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--steps", type=int, default=None, help="default: the model's")
     p.add_argument("--weights", default=None)
+    p.add_argument("--neighbour-steps", type=int, default=None,
+                   help="coherent models: steps of neighbour-conditioned slices (default: the model's)")
     p.add_argument("--cost", action="store_true", help="also time 20 slices against one")
     p.add_argument("--json", default=None, help="write the figures and per-stack rows here")
     p.add_argument("--write-doc", action="store_true")
@@ -195,8 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         chosen = [stacks[i] for i in np.unique(np.linspace(0, len(stacks) - 1, args.limit)
                                                .round().astype(int))]
     seg = Segmenter.load(args.weights, device="cpu")
+    if args.neighbour_steps is not None:
+        seg.cfg = seg.cfg.replace(neighbour_steps=args.neighbour_steps)
     summary, rows = evaluate(seg, chosen, args.n, args.steps)
-    summary["min_slices"] = args.min_slices
+    summary.update(min_slices=args.min_slices, split=args.split,
+                   neighbour_steps=seg.neighbour_steps(summary["steps"]))
     cost_ = cost(seg, stacks, args.n, args.steps) if args.cost else {}
     command = "python benchmarks/evaluate_volumes.py " + " ".join(argv or sys.argv[1:])
     text = report(summary, rows, cost_, command.strip())
