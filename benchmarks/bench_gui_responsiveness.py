@@ -85,8 +85,8 @@ def main() -> None:
     import napari
 
     from napari_ambiseg.segmenter import Segmenter
+    from napari_ambiseg.testing import tiny_segmenter
     from napari_ambiseg.widgets.sampling import SamplingWidget
-    from napari_ambiseg.widgets.tiny import tiny_segmenter
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", default=None, help="a .safetensors file, or 'bundled'")

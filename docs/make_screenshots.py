@@ -28,7 +28,7 @@ def pick_model(weights: str | None):
     """(segmenter, description, is_stand_in)."""
     from napari_ambiseg.errors import WeightsError
     from napari_ambiseg.segmenter import Segmenter
-    from napari_ambiseg.widgets.tiny import ScriptedSegmenter
+    from napari_ambiseg.testing import ScriptedSegmenter
 
     try:
         return Segmenter.load(weights, "auto"), weights or "bundled LIDC model", False

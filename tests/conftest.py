@@ -1,10 +1,7 @@
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))  # tests/toy.py
 
 SHARED = Path(os.environ.get("AMBISEG_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 LIDC = SHARED / "data" / "lidc"

@@ -11,9 +11,8 @@ import pytest
 from napari_ambiseg.cli import main
 from napari_ambiseg.config import ModelConfig
 from napari_ambiseg.models import build_model
+from napari_ambiseg.testing import tiny_config, two_mode_data
 from napari_ambiseg.weights_io import save_weights
-
-from toy import tiny_config, two_mode_data
 
 METRIC_KEYS = {"ged", "hm_iou", "ci", "d_max", "s_c", "d_a", "s_ncc", "ece", "n", "steps", "sampler", "count"}
 

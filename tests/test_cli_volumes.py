@@ -14,9 +14,8 @@ from napari_ambiseg.config import ModelConfig
 from napari_ambiseg.models import build_model
 from napari_ambiseg.modes import find_modes
 from napari_ambiseg.result import SampleResult, binary_entropy
+from napari_ambiseg.testing import tiny_config
 from napari_ambiseg.weights_io import save_weights
-
-from toy import tiny_config
 
 
 class Blob:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageColor
 
+from napari_ambiseg.testing import save_tiny_weights
 from napari_ambiseg.widgets import demo
-from napari_ambiseg.widgets.tiny import save_tiny_weights
 
 pytestmark = pytest.mark.gui
 ROOT_SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"

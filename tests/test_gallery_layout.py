@@ -8,8 +8,8 @@ import pytest
 from qtpy.QtCore import QPoint
 from qtpy.QtWidgets import QApplication
 
+from napari_ambiseg.testing import ScriptedSegmenter
 from napari_ambiseg.widgets.gallery import COLUMNS, rows_height
-from napari_ambiseg.widgets.tiny import ScriptedSegmenter
 
 pytestmark = pytest.mark.gui
 

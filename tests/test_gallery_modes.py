@@ -49,9 +49,9 @@ def test_speck_rule_is_per_marked_slice_for_volumes():
 
 @pytest.mark.gui
 def test_gallery_says_where_specks_went(make_napari_viewer, qtbot):
+    from napari_ambiseg.testing import ScriptedSegmenter
     from napari_ambiseg.widgets.gallery import GalleryWidget
     from napari_ambiseg.widgets.sampling import SamplingWidget
-    from napari_ambiseg.widgets.tiny import ScriptedSegmenter
 
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((64, 64), np.float32), name="ct")

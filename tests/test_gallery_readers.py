@@ -9,10 +9,10 @@ from napari.layers import Layer
 
 from napari_ambiseg._sample_data import lidc_unseen
 from napari_ambiseg.compare import compare_readers
+from napari_ambiseg.testing import ScriptedSegmenter
 from napari_ambiseg.widgets import layers as L
 from napari_ambiseg.widgets.gallery import GalleryWidget
 from napari_ambiseg.widgets.sampling import SamplingWidget
-from napari_ambiseg.widgets.tiny import ScriptedSegmenter
 
 pytestmark = pytest.mark.gui
 
@@ -72,12 +72,12 @@ def test_readers_row_figures_and_slider(make_napari_viewer, qtbot):
 
 
 def test_readers_of_a_2d_image(make_napari_viewer, qtbot):
-    from napari_ambiseg.widgets.tiny import _disk
+    from napari_ambiseg.testing import disk
 
     viewer = make_napari_viewer()
     img = np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)
     image = viewer.add_image(img, name="xr")
-    readers = np.stack([_disk((64, 64), (32, 32), 5), np.zeros((64, 64), bool)]).astype(np.uint8)
+    readers = np.stack([disk((64, 64), 5, (32, 32)), np.zeros((64, 64), bool)]).astype(np.uint8)
     layer = viewer.add_labels(readers, name="xr readers",
                               metadata={"ambiseg_readers": {"count": 2, "image_name": "xr"}})
     sampler, gallery = SamplingWidget(viewer), GalleryWidget(viewer)

@@ -3,8 +3,7 @@ import torch
 
 from napari_ambiseg.models import build_model
 from napari_ambiseg.models.network import Gaussian
-
-from toy import tiny_config
+from napari_ambiseg.testing import tiny_config
 
 
 def _randomised(model):

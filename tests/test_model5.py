@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from toy import disk, tiny_config
 
 from napari_ambiseg.models import build_model
 from napari_ambiseg.segmenter import COHERENT, PER_SLICE, Segmenter
+from napari_ambiseg.testing import disk, tiny_config
 from napari_ambiseg.training.data import MultiRaterData
 from napari_ambiseg.training.examples import TrainingExamples, neighbour_pairs, nodule_stacks
 from napari_ambiseg.volume_sampling import Prompt, Request, sample_volume

@@ -165,7 +165,7 @@ from qtpy.QtCore import QEventLoop, QTimer
 from napari_ambiseg.recovery import _plain
 from napari_ambiseg.widgets.gallery import GalleryWidget
 from napari_ambiseg.widgets.sampling import SamplingWidget
-from napari_ambiseg.widgets.tiny import ScriptedSegmenter
+from napari_ambiseg.testing import ScriptedSegmenter
 
 out = sys.argv[1]
 img = sitk.GetImageFromArray(np.random.default_rng(0).normal(size=(5, 64, 64)).astype(np.float32))

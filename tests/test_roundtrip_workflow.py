@@ -13,10 +13,10 @@ import pytest
 import SimpleITK as sitk
 
 from napari_ambiseg.io.synthetic import write_ct_series
+from napari_ambiseg.testing import ScriptedSegmenter
 from napari_ambiseg.widgets import layers as L
 from napari_ambiseg.widgets.gallery import GalleryWidget
 from napari_ambiseg.widgets.sampling import SamplingWidget
-from napari_ambiseg.widgets.tiny import ScriptedSegmenter
 
 pytestmark = pytest.mark.gui
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from napari_ambiseg import _sample_data as sd
+from napari_ambiseg.testing import tiny_segmenter
 from napari_ambiseg.widgets.sampling import SamplingWidget
-from napari_ambiseg.widgets.tiny import tiny_segmenter
 
 pytestmark = pytest.mark.gui
 

@@ -5,8 +5,7 @@ from napari_ambiseg.errors import Cancelled, InputError
 from napari_ambiseg.geometry import Region, region_for
 from napari_ambiseg.models import build_model
 from napari_ambiseg.segmenter import Segmenter, binary_entropy
-
-from toy import tiny_config
+from napari_ambiseg.testing import tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,11 @@ import torch
 from napari_ambiseg.errors import Cancelled, InputError
 from napari_ambiseg.metrics import pairwise_iou
 from napari_ambiseg.segmenter import Segmenter
+from napari_ambiseg.testing import disk, tiny_config, two_mode_data
 from napari_ambiseg.training.augment import AugmentConfig, make_batch
 from napari_ambiseg.training.config import TrainConfig
 from napari_ambiseg.training.trainer import lr_factor, train
 from napari_ambiseg.weights_io import load_weights
-
-from toy import disk, tiny_config, two_mode_data
 
 FAST = dict(batch_size=8, warmup=5, val_every=10**9, checkpoint_every=5, log_every=5)
 

@@ -7,24 +7,23 @@ import numpy as np
 import pytest
 
 from napari_ambiseg.errors import InputError, WriteError
+from napari_ambiseg.testing import disk, tiny_config
 from napari_ambiseg.training.cases import make_case
 from napari_ambiseg.training.config import TrainConfig
 from napari_ambiseg.training.data import count_cases, load_folder, write_case
 from napari_ambiseg.training.trainer import train
 
-from toy import disk, tiny_config
-
 
 def ct_slice(size=80, centre=(30, 50), radius=6):
     rng = np.random.default_rng(0)
     img = rng.normal(-800, 30, (size, size)).astype(np.int16)
-    img[disk(size, radius, *centre) > 0] = 30
+    img[disk(size, radius, centre) > 0] = 30
     return img
 
 
 def test_case_is_the_patch_the_model_sees_centred_on_the_outlines():
     img = ct_slice()
-    readers = np.stack([disk(80, 6, 30, 50), disk(80, 4, 30, 50), np.zeros((80, 80))])
+    readers = np.stack([disk(80, 6, (30, 50)), disk(80, 4, (30, 50)), np.zeros((80, 80))])
     case = make_case(img, readers, context_size=32, crop_size=16)
     assert case.image.dtype == np.uint8 and case.image.shape == (32, 32)
     assert case.masks.shape == (3, 32, 32) and case.masks[2].sum() == 0
@@ -46,7 +45,7 @@ def test_outlines_at_the_border_stay_zero_outside_the_image():
 
 def test_pixel_spacing_is_resampled_to_the_models():
     img = ct_slice(radius=8)
-    case = make_case(img, disk(80, 8, 30, 50)[None], context_size=32, crop_size=16,
+    case = make_case(img, disk(80, 8, (30, 50))[None], context_size=32, crop_size=16,
                      spacing=(0.35, 0.35), model_spacing=0.7)
     assert case.info["zoom"] == pytest.approx(0.5)
     assert case.masks[0].sum() == pytest.approx(np.pi * 4 ** 2, rel=0.35)
@@ -60,7 +59,7 @@ def test_pixel_spacing_is_resampled_to_the_models():
 def test_write_case_round_trips_into_a_training_run(tmp_path):
     root = tmp_path / "cases"
     img = ct_slice()
-    readers = np.stack([disk(80, 6, 30, 50), disk(80, 3, 30, 50), np.zeros((80, 80))])
+    readers = np.stack([disk(80, 6, (30, 50)), disk(80, 3, (30, 50)), np.zeros((80, 80))])
     for k in range(2):
         case = make_case(img, readers, context_size=32, crop_size=32)
         path = write_case(root, case.image, case.masks, ["ann", "bo b", "cy"], case.info)

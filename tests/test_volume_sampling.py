@@ -8,9 +8,8 @@ from napari_ambiseg.errors import Cancelled, InputError
 from napari_ambiseg.models import build_model
 from napari_ambiseg.result import SampleResult
 from napari_ambiseg.segmenter import Segmenter
+from napari_ambiseg.testing import ThresholdSegmenter, tiny_config
 from napari_ambiseg.volume_sampling import Prompt, Request, sample_request, slice_plan
-
-from toy import ThresholdSegmenter, tiny_config
 
 
 def ct_volume(depth=7, size=48, seed=0):

@@ -6,9 +6,8 @@ import torch
 from napari_ambiseg.config import FORMAT_VERSION, ModelConfig
 from napari_ambiseg.errors import WeightsError
 from napari_ambiseg.models import build_model
+from napari_ambiseg.testing import tiny_config
 from napari_ambiseg.weights_io import load_weights, save_weights
-
-from toy import tiny_config
 
 
 def test_round_trip_keeps_config_and_outputs(tmp_path):

@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 
 from napari_ambiseg.errors import Cancelled, InputError
+from napari_ambiseg.testing import ThresholdSegmenter, tiny_segmenter
 from napari_ambiseg.widgets import layers as L
 from napari_ambiseg.widgets.engine import Prompt, Request, run_request, sampling_job, stream
-from napari_ambiseg.widgets.tiny import tiny_segmenter
-
-from toy import ThresholdSegmenter
 
 Threshold = ThresholdSegmenter
 

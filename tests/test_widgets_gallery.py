@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_ambiseg.testing import ScriptedSegmenter, disk
 from napari_ambiseg.widgets import layers as L
 from napari_ambiseg.widgets.gallery import GalleryWidget
 from napari_ambiseg.widgets.sampling import SamplingWidget
-from napari_ambiseg.widgets.tiny import ScriptedSegmenter, _disk
 
 pytestmark = pytest.mark.gui
 
@@ -72,16 +72,16 @@ def test_adopt_mode_into_new_labels_with_source_geometry_and_undo(make_napari_vi
     np.testing.assert_allclose(labels.scale, SCALE)
     np.testing.assert_allclose(labels.translate, TRANSLATE)
     assert labels.data.shape == (64, 64)
-    np.testing.assert_array_equal(labels.data > 0, _disk((64, 64), CENTER, 9))
+    np.testing.assert_array_equal(labels.data > 0, disk((64, 64), 9, CENTER))
     labels.undo()
     assert labels.data.max() == 0
     labels.redo()
-    assert (labels.data > 0).sum() == _disk((64, 64), CENTER, 9).sum()
+    assert (labels.data > 0).sum() == disk((64, 64), 9, CENTER).sum()
 
 
 def test_adopt_consensus_threshold(make_napari_viewer, qtbot):
     viewer, src, _, gallery = setup(make_napari_viewer, qtbot)
-    small, big = _disk((64, 64), CENTER, 5), _disk((64, 64), CENTER, 9)
+    small, big = disk((64, 64), 5, CENTER), disk((64, 64), 9, CENTER)
     gallery.threshold.setValue(0.5)  # the small disk is in 14 of 16 samples, the ring in 5
     labels = gallery.adopt_consensus()
     np.testing.assert_array_equal(labels.data > 0, small)
@@ -100,7 +100,7 @@ def test_adopt_into_painted_layer_keeps_paint_after_confirmation(make_napari_vie
     target = viewer.add_labels(painted.copy(), name="annotations", scale=SCALE,
                                translate=TRANSLATE)
     gallery.target.set_value(target)
-    disk = _disk((64, 64), CENTER, 9)
+    mode = disk((64, 64), 9, CENTER)
 
     monkeypatch.setattr(GalleryWidget, "confirm", lambda self, t: False)
     assert gallery.adopt_mode(2) is None
@@ -110,8 +110,8 @@ def test_adopt_into_painted_layer_keeps_paint_after_confirmation(make_napari_vie
     monkeypatch.setattr(GalleryWidget, "confirm", lambda self, t: asked.append(t) or True)
     assert gallery.adopt_mode(2) is target and asked == [target]
     np.testing.assert_array_equal(target.data[painted > 0], 3)  # paint kept
-    np.testing.assert_array_equal(target.data[disk & (painted == 0)], 4)  # new label 4
-    assert (target.data == 4).sum() == (disk & (painted == 0)).sum()
+    np.testing.assert_array_equal(target.data[mode & (painted == 0)], 4)  # new label 4
+    assert (target.data == 4).sum() == (mode & (painted == 0)).sum()
     assert "painted pixels kept" in gallery.status.text()
     target.undo()
     np.testing.assert_array_equal(target.data, painted)

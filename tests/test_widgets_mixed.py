@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from napari_ambiseg._reader import read_layers
+from napari_ambiseg.testing import ScriptedSegmenter
 from napari_ambiseg.widgets import layers as L
 from napari_ambiseg.widgets.gallery import GalleryWidget
 from napari_ambiseg.widgets.sampling import SamplingWidget
-from napari_ambiseg.widgets.tiny import ScriptedSegmenter
 
 pytestmark = pytest.mark.gui
 

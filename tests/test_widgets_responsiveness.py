@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from napari_ambiseg.testing import tiny_segmenter
 from napari_ambiseg.widgets.sampling import SamplingWidget
-from napari_ambiseg.widgets.tiny import tiny_segmenter
 
 pytestmark = pytest.mark.gui
 

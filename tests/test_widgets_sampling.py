@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from napari_ambiseg.errors import Cancelled, WeightsError
+from napari_ambiseg.testing import ScriptedSegmenter, tiny_segmenter
 from napari_ambiseg.widgets import layers as L
 from napari_ambiseg.widgets.sampling import SamplingWidget
-from napari_ambiseg.widgets.tiny import ScriptedSegmenter, tiny_segmenter
 
 pytestmark = pytest.mark.gui
 

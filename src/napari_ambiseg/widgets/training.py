@@ -37,12 +37,12 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import Cancelled
+from ..testing import TINY
 from ..training.runlog import draw_loss, read_log, robust_smooth, set_loss
 from ._qt import PathField, notify_error
 from .add_case import AddCasePanel
 from .engine import stream
 from .settings import DEVICES, load_defaults
-from .tiny import TINY
 
 if TYPE_CHECKING:
     import napari
