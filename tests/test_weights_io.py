@@ -106,3 +106,35 @@ def test_bundled_config_states_its_scope():
     assert (scope.modality, scope.task, scope.pixel_spacing_mm) == ("CT", "lung nodules", 0.7)
     assert "LIDC-IDRI train split" in scope.training_data and "-1000" in scope.intensity
     assert cfg.extra == {}
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_files_with_the_dropped_name_field_still_load(tmp_path, version):
+    """`ModelConfig.name` was never read and is gone; format 2 and 3 files carry it."""
+    cfg = tiny_config(steps=20, n_samples=8)
+    save_weights(build_model(cfg), cfg, tmp_path / "old")
+    meta = json.loads((tmp_path / "old.json").read_text())
+    meta["format_version"] = meta["config"]["format_version"] = version
+    meta["config"]["name"] = "ambiseg"
+    (tmp_path / "old.json").write_text(json.dumps(meta))
+    _, loaded, _ = load_weights(tmp_path / "old")
+    assert loaded == cfg and "name" not in loaded.to_dict()
+    current = cfg.to_dict() | {"name": "ambiseg", "format_version": FORMAT_VERSION + 1}
+    with pytest.raises(ValueError, match="newer"):
+        ModelConfig.from_dict(current)
+
+
+def test_bundled_weights_load_without_the_name_field():
+    """The shipped file (format 2) carries `name`; it loads all the same."""
+    from napari_ambiseg.weights_io import bundled_weights_path
+
+    _, cfg, _ = load_weights(bundled_weights_path())
+    assert not hasattr(cfg, "name") and cfg.hu_window == (-1000.0, None)
+
+
+def test_hu_window_is_validated():
+    assert ModelConfig(hu_window=[-1200, 600]).hu_window == (-1200, 600)
+    with pytest.raises(ValueError, match="hu_window"):
+        ModelConfig(hu_window=(400.0, -400.0))
+    with pytest.raises(ValueError, match="n_samples and steps"):
+        ModelConfig(steps=0)

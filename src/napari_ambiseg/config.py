@@ -14,6 +14,14 @@ PREDICTIONS = ("eps", "x", "v")
 SCHEDULES = ("cosine", "linear")
 WEIGHTINGS = ("snr", "snr+1", "1", "sigmoid")
 SAMPLERS = ("ddpm", "ddim")
+# The modality names, in one place: what the readers report and the model knows (CLINICAL), the
+# 8-bit scale of the training crops, and "auto" (the reader's, else guessed from the values)
+CLINICAL_MODALITIES = ("CT", "MR", "US")
+MODEL_MODALITIES = (*CLINICAL_MODALITIES, "8bit")
+MODALITIES = ("auto", *MODEL_MODALITIES)
+# CT inputs (HU) are clipped to this window before the per-context min-max to 0..255: the lower
+# bound of the LIDC training crops (io/preprocess.py); None = the crop's own minimum / maximum
+LIDC_HU_WINDOW: tuple[float | None, float | None] = (-1000.0, None)
 
 
 @dataclass(frozen=True)
@@ -75,8 +83,7 @@ class ModelConfig:
     n_samples: int = 16
     # --- scope and preprocessing (documented in docs/model_card.md) ---
     scope: Scope = field(default_factory=Scope)
-    hu_window: tuple[float, float | None] = (-1000.0, None)  # lower clip; upper = crop max
-    name: str = "ambiseg"
+    hu_window: tuple[float | None, float | None] = LIDC_HU_WINDOW  # CT clip (low, high) in HU
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -101,6 +108,10 @@ class ModelConfig:
             (self.context_size >= self.crop_size, "context_size must be >= crop_size"),
             (self.neighbour_steps is None or self.neighbour_steps >= 1,
              "neighbour_steps must be >= 1 (or None: the model's steps)"),
+            (self.n_samples >= 1 and self.steps >= 1, "n_samples and steps must be >= 1"),
+            (len(self.hu_window) == 2 and (None in self.hu_window
+                                           or self.hu_window[0] < self.hu_window[1]),
+             "hu_window must be (low, high) HU with low < high (None: the crop's own)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -123,6 +134,8 @@ class ModelConfig:
                              f"understands ({FORMAT_VERSION}); upgrade napari-ambiseg")
         if version < 2:
             d = migrate_v1(d)
+        if version <= 3:  # `name` (never read) was dropped; format 2-3 files still carry it
+            d.pop("name", None)
         if isinstance(d.get("scope"), dict):
             scope_fields = {f.name for f in dataclasses.fields(Scope)}
             unknown = set(d["scope"]) - scope_fields
