@@ -10,7 +10,12 @@ from qtpy.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLineEdit, QPush
 
 class LayerChoice(QComboBox):
     """The viewer's layers of some `types` (plus fixed (label, key) entries first), kept in
-    sync with the layer list; `value()` is the chosen layer or fixed key."""
+    sync with the layer list; `value()` is the chosen layer or fixed key.
+
+    Not magicgui's ComboBox: that one matches its choices by text, so renaming the chosen
+    layer drops the choice, and it does not follow the layer order. Here the choice is the
+    layer object itself, listed top layer first.
+    """
 
     def __init__(self, viewer, types: tuple[type, ...], fixed: Sequence[tuple[str, Any]] = (),
                  keep: Callable[[Any], bool] | None = None, parent: QWidget | None = None):
