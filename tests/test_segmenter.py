@@ -88,3 +88,28 @@ def test_consensus_and_entropy():
     p = np.array([0.0, 0.25, 0.5, 1.0], np.float32)
     h = binary_entropy(p)
     assert h[0] == 0 and h[3] == 0 and h[2] == pytest.approx(1.0) and 0 < h[1] < 1
+
+
+def test_the_models_hu_window_shapes_ct_input():
+    """CT (HU) is clipped to the model's own `hu_window` before the min-max to 0..255."""
+    from napari_ambiseg.io.preprocess import to_model_scale
+
+    yy, xx = np.mgrid[:64, :64]
+    ct = np.where((yy - 32) ** 2 + (xx - 32) ** 2 < 100, 60.0, -850.0).astype(np.float32)
+    ct[:8] = -2048.0  # outside the scanner's field of view
+    ct[-4:] = 1500.0  # bone
+    region = Region(32, 32, 1.0)
+
+    def network_input(window):
+        cfg = tiny_config(hu_window=window)
+        return Segmenter(build_model(cfg), cfg, "cpu").prepare(ct, region, "CT")[0, 0].numpy()
+
+    lidc, soft = network_input((-1000.0, None)), network_input((-160.0, 240.0))
+    assert not np.allclose(lidc, soft)
+    context = region.extract(ct, 64)  # min-max over the context, then its centre crop
+    expect = (to_model_scale(np.clip(context, -160.0, 240.0), "8bit") / 127.5 - 1.0)[16:48, 16:48]
+    np.testing.assert_allclose(soft, expect, atol=1e-6)
+    # soft tissue: lung is the bottom of the scale, the nodule (60 HU) at 0.1
+    assert soft[2, 2] == pytest.approx(-1.0) and soft[16, 16] == pytest.approx(0.1, abs=1e-5)
+    # LIDC: lung (-850 HU) sits above air, clipped at -1000: -1 + 2 * 150 / 2500
+    assert lidc[2, 2] == pytest.approx(-0.88, abs=1e-5)

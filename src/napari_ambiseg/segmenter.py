@@ -71,7 +71,7 @@ class Segmenter:
     def prepare(self, image: np.ndarray, region: Region, modality: str) -> torch.Tensor:
         """Validated float image -> normalised (1, 1, crop, crop) network input at `region`."""
         cfg = self.cfg
-        ctx = to_model_scale(region.extract(image, cfg.context_size), modality)
+        ctx = to_model_scale(region.extract(image, cfg.context_size), modality, cfg.hu_window)
         lo = (cfg.context_size - cfg.crop_size) // 2
         crop = ctx[lo:lo + cfg.crop_size, lo:lo + cfg.crop_size]
         return torch.from_numpy(to_network_input(crop))[None, None]

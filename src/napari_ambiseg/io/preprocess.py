@@ -6,7 +6,8 @@ pixels at 0 (air) and lung parenchyma (~-850 HU) near 16. Fitting the lung (-850
 soft-tissue (+40 HU) histogram peaks of each crop gives a lower bound of about -1000 HU
 (median -978) and an upper end that follows each crop's own maximum (median ~1170 HU).
 So the 8-bit scale is: clip HU below at -1000, then min-max over the 128x128 context to
-0..255. The same transform is applied at inference to HU input (CT).
+0..255. The same transform is applied at inference to HU input (CT), with the model's own
+window (`ModelConfig.hu_window`; the LIDC one, `config.LIDC_HU_WINDOW`, is its default).
 
 MR and ultrasound have no absolute scale: they are clipped to the 0.5-99.5 percentiles of the
 context and min-max scaled to 0..255 (the same per-context min-max the CT crops got).
@@ -17,11 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..config import LIDC_HU_WINDOW, MODALITIES
 from ..errors import InputError
 
-LIDC_HU_FLOOR = -1000.0
 PERCENTILES = (0.5, 99.5)
-MODALITIES = ("auto", "CT", "MR", "US", "8bit")
 
 
 def check_image_2d(image: np.ndarray, name: str = "image") -> np.ndarray:
@@ -70,11 +70,16 @@ def minmax_255(a: np.ndarray) -> np.ndarray:
     return ((a - lo) * (255.0 / (hi - lo))).astype(np.float32)
 
 
-def to_model_scale(context: np.ndarray, modality: str) -> np.ndarray:
-    """Map a context crop (float) to the LIDC 8-bit scale, float32 in [0, 255]."""
+def to_model_scale(context: np.ndarray, modality: str,
+                   hu_window: tuple[float | None, float | None] = LIDC_HU_WINDOW) -> np.ndarray:
+    """Map a context crop (float) to the LIDC 8-bit scale, float32 in [0, 255].
+
+    CT (HU) is clipped to `hu_window` (low, high; None: the crop's own) first: pass the
+    model's `ModelConfig.hu_window`."""
     a = np.asarray(context, dtype=np.float32)
     if modality == "CT":
-        a = np.maximum(a, LIDC_HU_FLOOR)
+        lo, hi = hu_window
+        a = np.clip(a, -np.inf if lo is None else lo, np.inf if hi is None else hi)
     elif modality in ("MR", "US"):
         lo, hi = np.percentile(a, PERCENTILES)
         a = np.clip(a, lo, hi)
