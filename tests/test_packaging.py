@@ -25,7 +25,8 @@ def test_manifest_is_valid_and_points_at_real_callables():
 
 def test_core_imports_without_qt():
     code = ("import sys, napari_ambiseg.segmenter, napari_ambiseg.metrics, napari_ambiseg.cli, "
-            "napari_ambiseg.training.trainer, napari_ambiseg.io; "
+            "napari_ambiseg.training.trainer, napari_ambiseg.io, napari_ambiseg._reader, "
+            "napari_ambiseg._sample_data, napari_ambiseg.testing; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('PyQt6', 'PySide6', 'qtpy', "
             "'napari')]; print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
