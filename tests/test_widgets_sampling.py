@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from napari_ambiseg.errors import Cancelled, WeightsError
-from napari_ambiseg.testing import ScriptedSegmenter, tiny_segmenter
+from napari_ambiseg.testing import ScriptedSegmenter, tiny_config, tiny_segmenter
 from napari_ambiseg.widgets import layers as L
 from napari_ambiseg.widgets.sampling import SamplingWidget
 
@@ -265,12 +265,50 @@ def test_plugin_settings_are_the_defaults(make_napari_viewer, plugin_settings, n
     from napari.settings import get_plugin_settings
     from npe2 import PluginManifest
 
+    from napari_ambiseg.weights_io import bundled_weights_path, load_config
+
     npe2pm.register(PluginManifest.from_distribution("napari-ambiseg"))
     section = get_plugin_settings("napari-ambiseg").ambiseg
-    assert SamplingWidget(make_napari_viewer()).n.value() == section.n_samples == 16
-    section.n_samples, section.steps, section.device = 8, 25, "cpu"
+    assert (section.n_samples, section.steps) == (0, 0)  # no override: the model's
+    bundled = load_config(bundled_weights_path())[0]
     w = SamplingWidget(make_napari_viewer())
-    assert (w.n.value(), w.steps.value(), w.device.currentText()) == (8, 25, "cpu")
+    assert (w.n.value(), w.steps.value()) == (bundled.n_samples, bundled.steps)
+    section.n_samples, section.steps, section.device = 12, 25, "cpu"
+    w = SamplingWidget(make_napari_viewer())
+    w.set_segmenter(counted(8, 20), "steps-20 model")  # the user's settings win over the model
+    assert (w.n.value(), w.steps.value(), w.device.currentText()) == (12, 25, "cpu")
+
+
+def counted(n_samples: int, steps: int) -> ScriptedSegmenter:
+    """A scripted segmenter whose model config has these sampling defaults."""
+    seg = ScriptedSegmenter()
+    seg.cfg = tiny_config(n_samples=n_samples, steps=steps)
+    return seg
+
+
+def test_n_and_steps_are_the_models_unless_the_user_gave_them(make_napari_viewer, qtbot,
+                                                               plugin_settings, npe2pm):
+    """A model shipped with steps=20, n_samples=8 is sampled with 20 steps and 8 samples;
+    another model re-seeds the spin boxes; a value typed in the dock wins and is kept."""
+    from npe2 import PluginManifest
+
+    npe2pm.register(PluginManifest.from_distribution("napari-ambiseg"))  # no overrides set
+    viewer = make_napari_viewer()
+    viewer.add_image(ct_like(), name="ct")
+    w = SamplingWidget(viewer)
+    first, second = counted(8, 20), counted(4, 5)
+    w.set_segmenter(first, "steps-20 model")
+    assert (w.n.value(), w.steps.value()) == (8, 20)
+    run(qtbot, w)
+    assert (first.calls[-1]["n"], first.calls[-1]["steps"]) == (8, 20)
+    assert w.last_outputs.n == 8 and "model's default: 20" in w.steps.toolTip()
+    w.set_segmenter(second, "steps-5 model")
+    assert (w.n.value(), w.steps.value()) == (4, 5)
+    w.steps.setValue(7)  # the user's choice
+    w.set_segmenter(first, "steps-20 model")
+    assert (w.n.value(), w.steps.value()) == (8, 7)
+    run(qtbot, w)
+    assert (first.calls[-1]["n"], first.calls[-1]["steps"]) == (8, 7)
 
 
 def test_ct_window_presets_are_one_click(make_napari_viewer):

@@ -228,8 +228,8 @@ def focus(viewer, image, zoom: float = 1.6) -> None:
         text.visible, text.color, text.font_size, text.position = True, "white", 9, "top_left"
 
 
-def run_demo(screenshot: str | None = None, weights: str | None = None, n: int = 16,
-             steps: int = 10, segmenter: Any = None) -> int:
+def run_demo(screenshot: str | None = None, weights: str | None = None, n: int | None = None,
+             steps: int | None = None, segmenter: Any = None) -> int:
     """Open napari on the demo nodule, sample N masks, show the heatmap, the gallery and
     the readers' outlines. With `screenshot`, save the whole window there and exit. Returns an exit
     code (0 = success). `segmenter` overrides `weights` (notebooks, docs)."""
@@ -263,7 +263,7 @@ def run_demo(screenshot: str | None = None, weights: str | None = None, n: int =
             display.stop()
 
 
-def _show(segmenter, name: str, screenshot: str | None, n: int, steps: int) -> int:
+def _show(segmenter, name: str, screenshot: str | None, n: int | None, steps: int | None) -> int:
     import napari
 
     viewer = napari.Viewer(title="AmbiSeg demo", show=True)

@@ -11,11 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from ..config import MODEL_MODALITIES
 from ..errors import InputError
 from .engine import Prompt, Request
 from .layers import axis_names, spatial_shape
-
-CLINICAL = ("CT", "MR", "US")
 
 
 def world_to_source(viewer, source, world) -> np.ndarray:
@@ -99,16 +98,17 @@ def modality_of(source, chosen: str = "auto") -> str:
         return chosen
     meta = (source.metadata or {}).get("ambiseg") or {}
     for key in ("model_modality", "modality"):
-        if meta.get(key) in (*CLINICAL, "8bit"):
+        if meta.get(key) in MODEL_MODALITIES:
             return meta[key]
     return "auto"
 
 
 def build_request(viewer, source, where: Any, *, click=None, slices: str = "current",
-                  z_range: tuple[int, int] | None = None, n: int = 16, steps: int = 10,
-                  seed: int = 0, modality: str = "auto") -> Request:
+                  z_range: tuple[int, int] | None = None, n: int | None = None,
+                  steps: int | None = None, seed: int = 0, modality: str = "auto") -> Request:
     """A `Request` for `source`: 2D images as they are; volumes on the current slice, a slice
-    range (`slices="range"`, inclusive `z_range`) or the whole finding (`slices="follow"`)."""
+    range (`slices="range"`, inclusive `z_range`) or the whole finding (`slices="follow"`).
+    `n` / `steps` None: the model's."""
     shape = spatial_shape(source)
     if len(shape) not in (2, 3):
         raise InputError(f"'{source.name}' has {len(shape)} spatial axes; AmbiSeg samples 2D "

@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..config import MODALITIES, ModelConfig
 from ..errors import Cancelled, InputError
 from ..io.volume import METADATA_KEY
 from ..io.windows import CT_PRESETS, apply_window_preset
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 SLICE_MODES = (("current slice", "current"), ("slice range", "range"),
                ("whole finding (follow up and down)", "follow"))
 FRAME_MODES = ("current frame", "frame range", "follow over frames")  # a cine: frames are time
-MODALITIES = ("auto", "CT", "MR", "US", "8bit")
 
 
 class SamplingWidget(QWidget):
@@ -64,8 +64,11 @@ class SamplingWidget(QWidget):
         self._click = None
         self._injected: tuple[Any, str] | None = None
         self._seg_cache: tuple[tuple, Any] | None = None
-        self._scope_cache: tuple[str, Any] | None = None
+        self._config_cache: tuple[str, Any] | None = None
         defaults = load_defaults()
+        # N and steps: the user's settings when given, else the chosen model's (`_seed_counts`)
+        self._overrides = {"n_samples": defaults.n_samples, "steps": defaults.steps}
+        self._seeded: dict[str, int] = {}
 
         self.image = LayerChoice(self.viewer, (Image,), keep=lambda la: not L.is_output(la))
         self.where = LayerChoice(self.viewer, (Points, Shapes),
@@ -84,8 +87,8 @@ class SamplingWidget(QWidget):
         self.slices.addItems([label for label, _ in SLICE_MODES])
         self.z_from, self.z_to = _spin(0, 0, 0), _spin(0, 0, 0)
         z_row = _row(QLabel("from"), self.z_from, QLabel("to"), self.z_to)
-        self.n = _spin(1, 64, defaults.n_samples)
-        self.steps = _spin(1, 100, defaults.steps)
+        self.n = _spin(1, 64, ModelConfig.n_samples)
+        self.steps = _spin(1, 100, ModelConfig.steps)
         self.seed = _spin(0, 2**31 - 1, 0)
         self.device = QComboBox()
         self.device.addItems(DEVICES)
@@ -152,7 +155,7 @@ class SamplingWidget(QWidget):
     def set_weights(self, path: str) -> None:
         """Use the weights file `path` from the next run (e.g. from the training widget)."""
         self._injected = None
-        self._seg_cache = self._scope_cache = None
+        self._seg_cache = self._config_cache = None
         self.weights.setText(str(path))
         self._update_model_status()
 
@@ -176,25 +179,45 @@ class SamplingWidget(QWidget):
             text = ("No bundled weights in this installation: choose a .safetensors file "
                     "above, or train a model in the Training widget.")
         self.model_status.setText(text)
+        self._seed_counts()
         self._update_scope()
 
-    def model_scope(self):
-        """The chosen model's `Scope`, from its config alone (the network is not loaded);
-        None when the weights cannot be read (the model status says why)."""
+    def model_config(self) -> ModelConfig | None:
+        """The chosen model's `ModelConfig`, read from its config alone (the network is not
+        loaded); None when the weights cannot be read (the model status says why)."""
         from ..errors import WeightsError
         from ..weights_io import load_config, resolve_weights
 
         if self._injected is not None:
-            cfg = getattr(self._injected[0], "cfg", None)
-            return getattr(cfg, "scope", None)
+            return getattr(self._injected[0], "cfg", None)
         key = self.weights.text()
-        if self._scope_cache is None or self._scope_cache[0] != key:
+        if self._config_cache is None or self._config_cache[0] != key:
             try:
-                scope = load_config(resolve_weights(key or None).expanduser())[0].scope
+                cfg = load_config(resolve_weights(key or None).expanduser())[0]
             except (WeightsError, OSError):
-                scope = None
-            self._scope_cache = (key, scope)
-        return self._scope_cache[1]
+                cfg = None
+            self._config_cache = (key, cfg)
+        return self._config_cache[1]
+
+    def model_scope(self):
+        """The chosen model's `Scope` (None when its weights cannot be read)."""
+        return getattr(self.model_config(), "scope", None)
+
+    def _seed_counts(self) -> None:
+        """N and steps from the chosen model's config, unless the user gave them: a value from
+        the plugin settings, or one typed in the dock (a spin box no longer at the value it
+        was seeded with), is kept when another model is chosen."""
+        cfg = self.model_config()
+        for key, spin in (("n_samples", self.n), ("steps", self.steps)):
+            value = self._overrides[key]
+            if value is None and cfg is not None:
+                value = getattr(cfg, key)
+            if value is None or (key in self._seeded and spin.value() != self._seeded[key]):
+                continue  # nothing known, or typed by the user
+            spin.setValue(value)
+            self._seeded[key] = spin.value()
+            if cfg is not None:
+                spin.setToolTip(f"The model's default: {getattr(cfg, key)}")
 
     def scope_warnings(self) -> list[str]:
         """Why the chosen image is outside the model's scope (empty: nothing against it)."""

@@ -11,10 +11,13 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 @dataclass(frozen=True)
 class Defaults:
-    """What the widgets start with: Preferences > Plugins > AmbiSeg in napari 0.9."""
+    """What the widgets start with: Preferences > Plugins > AmbiSeg in napari 0.9.
 
-    n_samples: int = 16
-    steps: int = 10
+    `n_samples` / `steps` None: the loaded model's own (`ModelConfig`); the settings store 0
+    for "no override", a number only when the user chose one."""
+
+    n_samples: int | None = None
+    steps: int | None = None
     device: str = "auto"
     weights_path: str = ""
 
@@ -34,8 +37,14 @@ def load_defaults() -> Defaults:
         return base
     device = str(getattr(section, "device", base.device) or base.device)
     return Defaults(
-        n_samples=min(max(int(getattr(section, "n_samples", base.n_samples)), 1), 64),
-        steps=min(max(int(getattr(section, "steps", base.steps)), 1), 100),
+        n_samples=_override(getattr(section, "n_samples", 0), 64),
+        steps=_override(getattr(section, "steps", 0), 100),
         device=device if device in DEVICES else base.device,
         weights_path=str(getattr(section, "weights_path", "") or ""),
     )
+
+
+def _override(value, most: int) -> int | None:
+    """A count from the settings: 0 (or nothing) = no override (None), else 1..most."""
+    value = int(value or 0)
+    return None if value <= 0 else min(value, most)
