@@ -71,6 +71,58 @@ def test_evaluate_writes_metrics_and_samples(tmp_path, weights):
         json.loads((out / "metrics.json").read_text())["ged"] * 2 - ged(samples[1], data.masks[1]))
 
 
+@pytest.fixture(scope="module")
+def weights_20_8(tmp_path_factory):
+    """A model shipped with its own sampling defaults: 20 steps, 8 samples."""
+    cfg = tiny_config(steps=20, n_samples=8)
+    return str(save_weights(build_model(cfg), cfg, tmp_path_factory.mktemp("w") / "twenty"))
+
+
+def test_sample_and_evaluate_use_the_models_n_and_steps_unless_given(tmp_path, weights_20_8):
+    img = (np.random.default_rng(0).random((40, 40)) * 255).astype(np.uint8)
+    np.save(tmp_path / "img.npy", img)
+    data = two_mode_data(k=1, raters=4)
+    np.savez(tmp_path / "d.npz", images=data.images, masks=data.masks)
+    for given, expect in (([], (8, 20)), (["--n", "3", "--steps", "2"], (3, 2))):
+        out = tmp_path / f"s{len(given)}"
+        assert main(["sample", str(tmp_path / "img.npy"), "--out", str(out),
+                     "--weights", weights_20_8, *given]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert (summary["n"], summary["steps"]) == expect
+        assert np.load(out / "samples.npy").shape[0] == expect[0]
+        out = tmp_path / f"e{len(given)}"
+        assert main(["evaluate", "--data", str(tmp_path / "d.npz"), "--out", str(out),
+                     "--weights", weights_20_8, *given]) == 0
+        m = json.loads((out / "metrics.json").read_text())
+        assert (m["n"], m["steps"]) == expect
+
+
+def test_sample_rgb_npy_uses_the_images_grayscale(tmp_path, weights):
+    """A colour .npy goes to the model as `MedicalImage.model_image` (its BT.601 luma)."""
+    from napari_ambiseg.cli import load_input
+    from napari_ambiseg.io.preprocess import to_grayscale
+
+    rgb = (np.random.default_rng(1).random((40, 50, 3)) * 255).astype(np.uint8)
+    np.save(tmp_path / "rgb.npy", rgb)
+    img, assumed = load_input(str(tmp_path / "rgb.npy"))
+    assert assumed and img.rgb and img.spatial_shape == (40, 50)
+    np.testing.assert_array_equal(img.model_image, to_grayscale(rgb))
+    assert main(["sample", str(tmp_path / "rgb.npy"), "--n", "2", "--steps", "1",
+                 "--out", str(tmp_path / "o"), "--weights", weights]) == 0
+    assert np.load(tmp_path / "o" / "samples.npy").shape == (2, 40, 50)
+    assert (tmp_path / "o" / "agreement.png").is_file()
+
+
+def test_demo_passes_no_counts_unless_given(monkeypatch):
+    """`ambiseg demo` leaves N and steps to the model (the dock seeds them from its config)."""
+    from napari_ambiseg.widgets import demo
+
+    seen = []
+    monkeypatch.setattr(demo, "run_demo", lambda **kw: seen.append((kw["n"], kw["steps"])) or 0)
+    assert main(["demo"]) == 0 and main(["demo", "--n", "4", "--steps", "3"]) == 0
+    assert seen == [(None, None), (4, 3)]
+
+
 def test_train_init_fine_tunes_with_the_weights_architecture(tmp_path, weights):
     data = two_mode_data(k=4)
     np.savez(tmp_path / "d.npz", images=data.images, masks=data.masks)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import SAMPLERS
+from .config import MODEL_MODALITIES, SAMPLERS
 from .errors import AmbisegError, InputError
 
 
@@ -23,7 +23,6 @@ def load_input(path: str, spacing: list[float] | None = None):
     A .npy array has no geometry: origin 0, identity direction and `spacing` (mm, one per
     axis, default 1) are assumed, and its reference says so ("assumed": True)."""
     from .io import MedicalImage, read_image
-    from .io.preprocess import to_grayscale
 
     p = Path(path)
     if not p.exists():
@@ -48,8 +47,7 @@ def load_input(path: str, spacing: list[float] | None = None):
         raise InputError(f"--spacing needs {nd} values (mm per pixel of {('z, ' * (nd == 3))}"
                          f"y, x); got {len(spacing)}")
     img = MedicalImage(a, tuple(spacing or (1.0,) * nd), (0.0,) * nd,
-                       axes=("z", "y", "x")[3 - nd:], name=p.stem, rgb=rgb,
-                       gray=to_grayscale(a) if rgb else None)
+                       axes=("z", "y", "x")[3 - nd:], name=p.stem, rgb=rgb)
     return img, True
 
 
@@ -130,7 +128,7 @@ def _request(args, img, assumed: bool):
     req = Request(image=data, prompt=prompt, n=args.n, steps=args.steps, seed=args.seed,
                   spacing=spacing, modality=args.modality or img.model_modality,
                   sampler=args.sampler, max_slices=args.max_slices)
-    if data.ndim - (img.rgb and img.gray is None) == 2:
+    if len(img.spatial_shape) == 2:
         if args.slices or args.follow or args.slice is not None:
             raise InputError(f"--slice, --slices and --follow need a volume; {args.input} is a "
                              f"2D image of shape {data.shape}")
@@ -183,7 +181,7 @@ def cmd_sample(args) -> int:
     np.save(out / "agreement.npy", res.agreement.astype(np.float32))
     shown = np.asarray(req.image if key is None else req.image[res.z0 + res.key])
     where = "" if res.z0 is None else f" (slice {res.z0 + res.key})"
-    save_agreement_png(shown.astype(np.float32) if shown.ndim == 2 else shown[..., 0],
+    save_agreement_png(shown.astype(np.float32),
                        res.agreement if key is None else res.agreement[res.key],
                        out / "agreement.png", f"agreement of {res.n} samples{where}")
     written = {}
@@ -220,15 +218,16 @@ def cmd_evaluate(args) -> int:
 
     data = load_npz(args.data, limit=args.limit)
     seg = Segmenter.load(args.weights, device=args.device)
-    steps = args.steps or seg.cfg.steps
+    n = seg.cfg.n_samples if args.n is None else args.n  # default: the model's
+    steps = seg.cfg.steps if args.steps is None else args.steps
     t0 = time.perf_counter()
     with ProgressBar("sampling", "images") as bar:
-        samples = sample_dataset(seg, data, args.n, steps, args.seed,
+        samples = sample_dataset(seg, data, n, steps, args.seed,
                                  progress=lambda done, total: bar(done, total),
                                  sampler=args.sampler)
     seconds = time.perf_counter() - t0
     result, cal = evaluate_samples(samples, data)
-    result.update(n=args.n, steps=steps, sampler=args.sampler or seg.cfg.sampler,
+    result.update(n=n, steps=steps, sampler=args.sampler or seg.cfg.sampler,
                   seed=args.seed, data=str(args.data),
                   weights=str(args.weights or "bundled"), sampling_seconds=round(seconds, 1))
     out = Path(args.out)
@@ -237,10 +236,10 @@ def cmd_evaluate(args) -> int:
     (out / "calibration.json").write_text(json.dumps(
         {k: np.asarray(v).tolist() for k, v in cal.items()}, indent=2))
     metrics.reliability_diagram(cal, out / "reliability.png",
-                                title=f"pixel calibration, N={args.n}, {result['count']} images")
+                                title=f"pixel calibration, N={n}, {result['count']} images")
     if args.save_samples:
         np.savez_compressed(out / "samples.npz", samples=samples.astype(np.uint8))
-    print(f"GED{args.n} {result['ged']:.4f}  HM-IoU{args.n} {result['hm_iou']:.4f}  "
+    print(f"GED{n} {result['ged']:.4f}  HM-IoU{n} {result['hm_iou']:.4f}  "
           f"CI {result['ci']:.4f}  ECE {result['ece']:.4f}  ({result['count']} images, "
           f"{steps} steps, {seconds:.0f} s) -> {out / 'metrics.json'}")
     return 0
@@ -320,15 +319,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "grid and geometry: .nii, .nii.gz, .nrrd, .mha or .dcm (DICOM-SEG)")
     s.add_argument("--export-agreement", dest="export_agreement", default=None, metavar="FILE",
                    help="write the agreement heatmap (0..1) the same way")
-    s.add_argument("--modality", choices=["CT", "MR", "US", "8bit"], default=None)
+    s.add_argument("--modality", choices=MODEL_MODALITIES, default=None,
+                   help="default: the reader's, else guessed from the values")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_sample)
 
     e = sub.add_parser("evaluate", help="sample a multi-rater set and compute the metrics")
     e.add_argument("--data", required=True, help="npz with images (K,H,W) and masks (K,R,H,W)")
-    e.add_argument("--n", type=int, default=16)
+    e.add_argument("--n", type=int, default=None, help="samples per image (default: the model's)")
     e.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the model's")
-    e.add_argument("--steps", type=int, default=None)
+    e.add_argument("--steps", type=int, default=None, help="default: the model's")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", required=True)
     e.add_argument("--weights", default=None)
@@ -357,8 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="open napari on a real CT and show the sampler's output")
     d.add_argument("--screenshot", default=None, help="run headless and save the window here")
     d.add_argument("--weights", default=None)
-    d.add_argument("--n", type=int, default=16)
-    d.add_argument("--steps", type=int, default=10)
+    d.add_argument("--n", type=int, default=None, help="samples (default: the model's)")
+    d.add_argument("--steps", type=int, default=None, help="default: the model's")
     d.set_defaults(func=cmd_demo)
     return p
 

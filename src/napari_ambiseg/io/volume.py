@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import CLINICAL_MODALITIES
 from ..errors import InputError
 from .preprocess import guess_modality, to_grayscale
 from .windows import window_to_limits
@@ -68,13 +69,16 @@ class MedicalImage:
 
     @property
     def model_image(self) -> np.ndarray:
-        """The grayscale array the model sees (``gray`` for colour data, else ``data``)."""
+        """The grayscale array the model sees (``gray`` for colour data, else ``data``);
+        colour data without ``gray`` gets its BT.601 luma, computed once."""
+        if self.rgb and self.gray is None:
+            self.gray = to_grayscale(self.data)
         return self.gray if self.gray is not None else self.data
 
     @property
     def model_modality(self) -> str:
         """Modality name for :func:`napari_ambiseg.io.preprocess.to_model_scale`."""
-        if self.modality in ("CT", "MR", "US"):
+        if self.modality in CLINICAL_MODALITIES:
             return self.modality
         return guess_modality(self.model_image)
 
