@@ -4,6 +4,12 @@
 folders and files, NIfTI, MHA/MHD, NRRD, PNG/JPEG/TIFF) and returns None otherwise, so other
 readers get their chance. Reading errors are :class:`~napari_ambiseg.errors.ReadError` with
 one clear sentence: napari shows it as an error notification and the viewer keeps working.
+
+Folders: npe2 offers a folder to every reader that accepts directories (filename patterns
+apply to files only), and napari's builtins accept all folders, so File > Open on a folder
+first asks which reader to use (napari's rule; "Remember this choice" keeps it for that
+folder). Chosen, this reader reads the DICOM series or says the folder contains none
+(tests/test_reader_folders.py).
 """
 
 from __future__ import annotations
