@@ -16,7 +16,8 @@ import csv
 import tempfile
 from pathlib import Path
 
-from napari_ambiseg.training.trainer import LOG_FIELDS, plot_log
+from napari_ambiseg.training.plots import plot_log
+from napari_ambiseg.training.runlog import LOG_FIELDS
 
 
 def chain_logs(logs: list[Path], out_csv: Path, start_step: int = 0) -> None:

@@ -12,6 +12,7 @@ import torch
 
 from napari_ambiseg.config import ModelConfig
 from napari_ambiseg.errors import Cancelled
+from napari_ambiseg.training import events as ev
 from napari_ambiseg.training.config import TrainConfig
 from napari_ambiseg.widgets.train_process import run_training
 from napari_ambiseg.widgets.training import PRESETS
@@ -30,24 +31,24 @@ def test_cancel_within_a_second_on_the_standard_preset(tmp_path):
 
     def emit(e):
         events.append(e)
-        if e["kind"] == "progress" and "request" not in times:
+        if isinstance(e, ev.Progress) and "request" not in times:
             def later():  # early in iteration 2 (the first one includes warm-up)
-                time.sleep(e["s_per_it"] / 5)
+                time.sleep(e.s_per_it / 5)
                 times["request"] = time.perf_counter()
                 stop.set()
             threading.Thread(target=later, daemon=True).start()
-        elif e["kind"] == "cancelled":
+        elif isinstance(e, ev.Cancelled):
             times["ack"] = time.perf_counter()
 
     with pytest.raises(Cancelled, match="inside iteration"):
         run_training(model_cfg, train_cfg, tmp_path / "run", False, emit, stop)
     times["stopped"] = time.perf_counter()
     last = events[-1]
-    assert last["kind"] == "cancelled" and last["where"] == f"inside iteration {last['step'] + 1}"
+    assert isinstance(last, ev.Cancelled) and last.where == f"inside iteration {last.step + 1}"
     assert times["ack"] - times["request"] < 1.0        # checkpoint written, process told us
     assert times["stopped"] - times["request"] < 1.0    # and the process is gone
     ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
-    assert ck["step"] == last["step"] >= 1 and ck["model_config"] == model_cfg.to_dict()
+    assert ck["step"] == last.step >= 1 and ck["model_config"] == model_cfg.to_dict()
 
 
 def test_cancel_while_starting_ends_the_child_at_once(tmp_path):
@@ -57,7 +58,7 @@ def test_cancel_while_starting_ends_the_child_at_once(tmp_path):
     stop, phases = threading.Event(), []
 
     def emit(e):
-        phases.append(e.get("phase"))
+        phases.append(e.phase)
         stop.set()  # on the parent's own first event, before the child reported anything
 
     with pytest.raises(Cancelled, match="before its first iteration"):

@@ -12,9 +12,11 @@ from napari_ambiseg.errors import Cancelled, InputError
 from napari_ambiseg.metrics import pairwise_iou
 from napari_ambiseg.segmenter import Segmenter
 from napari_ambiseg.testing import disk, tiny_config, two_mode_data
+from napari_ambiseg.training import events as ev
 from napari_ambiseg.training.augment import AugmentConfig, make_batch
 from napari_ambiseg.training.config import TrainConfig
-from napari_ambiseg.training.trainer import lr_factor, train
+from napari_ambiseg.training.rundir import TrainResult
+from napari_ambiseg.training.trainer import Trainer, lr_factor, train
 from napari_ambiseg.weights_io import load_weights
 
 FAST = dict(batch_size=8, warmup=5, val_every=10**9, checkpoint_every=5, log_every=5)
@@ -31,9 +33,15 @@ def test_smoke_run_writes_everything(tmp_path):
         assert (tmp_path / name).is_file(), name
     rows = list(csv.DictReader(open(tmp_path / "log.csv")))
     assert [int(r["step"]) for r in rows] == [5, 10] and rows[-1]["val_ged"]
-    kinds = [e["kind"] for e in events]
-    assert kinds.count("step") == 2 and "val" in kinds and kinds[-1] == "done"
-    assert out["step"] == 10 and np.isfinite(out["best_val_ged"])
+    kinds = [type(e) for e in events]
+    assert kinds.count(ev.Step) == 2 and ev.Val in kinds and kinds[-1] is ev.Done
+    # the result: files and figures, no modules
+    assert isinstance(out, TrainResult) and events[-1].result == out
+    assert out.step == 10 and np.isfinite(out.best_val_ged) and out.elapsed_s > 0
+    assert (out.out, out.best, out.last, out.log, out.plot) == (
+        tmp_path, tmp_path / "best.safetensors", tmp_path / "last.safetensors",
+        tmp_path / "log.csv", tmp_path / "training.png")
+    assert out.weights == out.best
     # the checkpoint loads without unpickling arbitrary objects
     ck = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert ck["step"] == 10
@@ -46,7 +54,7 @@ class StopAt:
 
     def __init__(self, step: int = 0, nth: int = 1, arm=None):
         self.nth, self.calls, self.armed, self.events = nth, 0, False, []
-        self.arm = arm or (lambda e: e["kind"] == "step" and e["step"] == step)
+        self.arm = arm or (lambda e: isinstance(e, ev.Step) and e.step == step)
 
     def callback(self, e):
         self.events.append(e)
@@ -62,6 +70,11 @@ def _log(path):
     return [{k: v for k, v in r.items() if k != "time_s"} for r in csv.DictReader(open(path))]
 
 
+def _weights(run):
+    """The trained (not EMA) weights of a finished run: its last checkpoint's."""
+    return torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+
+
 def _calls_per_iteration(cfg, tcfg, data, tmp_path):
     counter = StopAt(step=1, nth=10**9)
     train(cfg, tcfg, tmp_path, resume=False, train_data=data, callback=counter.callback,
@@ -72,7 +85,8 @@ def _calls_per_iteration(cfg, tcfg, data, tmp_path):
 def test_exact_resume_after_interruption(tmp_path):
     data = two_mode_data(k=8)
     cfg, tcfg = tiny_config(latent_dim=2), TrainConfig(iterations=12, **(FAST | {"log_every": 1}))
-    straight = train(cfg, tcfg, tmp_path / "a", resume=False, train_data=data)["model"]
+    train(cfg, tcfg, tmp_path / "a", resume=False, train_data=data)
+    straight = _weights(tmp_path / "a")
     per_iteration = _calls_per_iteration(cfg, tcfg, data, tmp_path / "count")
     for name, nth, where in (("loop", 1, "between iterations"),
                              ("forward", 3, "inside iteration 8"),
@@ -81,12 +95,13 @@ def test_exact_resume_after_interruption(tmp_path):
         with pytest.raises(Cancelled, match=where):
             train(cfg, tcfg, tmp_path / name, resume=False, train_data=data,
                   should_stop=stop, callback=stop.callback)
-        assert stop.events[-1] == {"kind": "cancelled", "step": 7, "total": 12, "where": where}
+        assert stop.events[-1] == ev.Cancelled(step=7, total=12, where=where)
         ck = torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)
         assert ck["step"] == 7
-        resumed = train(cfg, tcfg, tmp_path / name, resume=True, train_data=data)["model"]
-        for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
-            assert torch.equal(a, b), (name, k)
+        train(cfg, tcfg, tmp_path / name, resume=True, train_data=data)
+        resumed = _weights(tmp_path / name)
+        for k, a in straight.items():
+            assert torch.equal(a, resumed[k]), (name, k)
         # the log is the uninterrupted run's, row for row
         assert _log(tmp_path / name / "log.csv") == _log(tmp_path / "a" / "log.csv")
     with pytest.raises(InputError, match="another model config"):
@@ -99,7 +114,7 @@ def test_stop_during_validation_redoes_it_on_resume(tmp_path):
     tcfg = TrainConfig(iterations=8, val_size=2, val_n=2, **(FAST | {"val_every": 3,
                                                                       "log_every": 2}))
     train(cfg, tcfg, tmp_path / "a", resume=False, train_data=data, val_data=data)
-    stop = StopAt(nth=3, arm=lambda e: e.get("phase") == "validation")  # the one at step 3
+    stop = StopAt(nth=3, arm=lambda e: isinstance(e, ev.Phase) and e.phase == "validation")
     with pytest.raises(Cancelled, match="during validation"):
         train(cfg, tcfg, tmp_path / "b", resume=False, train_data=data, val_data=data,
               should_stop=stop, callback=stop.callback)
@@ -114,9 +129,11 @@ def _ddp_worker(rank, world, port, out, data):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
-    res = train(tiny_config(), TrainConfig(iterations=4, device="cpu", **FAST), out,
-                resume=False, train_data=data)
-    torch.save(res["model"].state_dict(), os.path.join(out, f"rank{rank}.pt"))
+    trainer = Trainer(tiny_config(), TrainConfig(iterations=4, device="cpu", **FAST), out)
+    trainer.use_data(data)
+    trainer.begin(resume=False)
+    trainer.fit()
+    torch.save(trainer.model.state_dict(), os.path.join(out, f"rank{rank}.pt"))
     torch.distributed.destroy_process_group()
 
 
@@ -128,8 +145,7 @@ def test_ddp_two_cpu_ranks_hold_identical_weights(tmp_path):
     torch.multiprocessing.spawn(_ddp_worker, args=(2, port, str(tmp_path), data), nprocs=2)
     a = torch.load(tmp_path / "rank0.pt", weights_only=True)
     b = torch.load(tmp_path / "rank1.pt", weights_only=True)
-    init = train(tiny_config(), TrainConfig(iterations=0, **FAST), tmp_path / "init",
-                 resume=False, train_data=data)["model"].state_dict()
+    init = Trainer(tiny_config(), TrainConfig(**FAST), tmp_path / "init").model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], init[k]) for k in a)  # and they did train
 
@@ -237,12 +253,27 @@ def test_fine_tuning_starts_from_given_weights(tmp_path):
     # lr 0: one step must leave the initial weights untouched (fresh init would differ)
     tcfg = TrainConfig(iterations=1, lr=0.0, weight_decay=0.0,
                        init=str(tmp_path / "a" / "last.safetensors"), **FAST)
-    tuned = train(tiny_config(), tcfg, tmp_path / "b", resume=False, train_data=data)["ema"]
+    result = train(tiny_config(), tcfg, tmp_path / "b", resume=False, train_data=data)
+    tuned = load_weights(result.last)[0].state_dict()
     for k, v in start.state_dict().items():
-        assert torch.equal(tuned.state_dict()[k], v), k
+        assert torch.equal(tuned[k], v), k
     # the sampling settings may differ from the weights' own, the network may not
     train(tiny_config(sampler="ddim", steps=4), tcfg, tmp_path / "c", resume=False,
           train_data=data)
     with pytest.raises(InputError, match="do not fit"):
         train(tiny_config(mask_widths=(8, 16, 16)), tcfg, tmp_path / "d", resume=False,
               train_data=data)
+
+
+def test_a_checkpoint_of_an_older_config_format_resumes(tmp_path):
+    """A run begun before `ModelConfig.name` was dropped (format 3 carries it) resumes."""
+    data = two_mode_data(k=8)
+    tcfg = TrainConfig(iterations=4, **(FAST | {"checkpoint_every": 2}))
+    train(tiny_config(), tcfg, tmp_path, resume=False, train_data=data)
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    ck["model_config"]["name"] = "ambiseg"
+    torch.save(ck, tmp_path / "checkpoint.pt")
+    events = []
+    assert train(tiny_config(), TrainConfig(iterations=6, **FAST), tmp_path, resume=True,
+                 train_data=data, callback=events.append).step == 6
+    assert ev.Resume(step=4, total=6) in events

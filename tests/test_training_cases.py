@@ -72,7 +72,8 @@ def test_write_case_round_trips_into_a_training_run(tmp_path):
     out = train(tiny_config(), TrainConfig(data=str(root), iterations=2, batch_size=2, warmup=1,
                                            val_every=10**9, checkpoint_every=10**9),
                 tmp_path / "run", resume=False)
-    assert out["step"] == 2 and (tmp_path / "run" / "last.safetensors").is_file()
+    assert out.step == 2 and out.last == tmp_path / "run" / "last.safetensors"
+    assert out.last.is_file()
     with pytest.raises(InputError, match="are \\(32, 32\\)"):
         write_case(root, np.zeros((16, 16), np.uint8), np.zeros((1, 16, 16), np.uint8))
 

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from napari_ambiseg.errors import Cancelled
+from napari_ambiseg.training import events as ev
+from napari_ambiseg.training.rundir import TrainResult
 from napari_ambiseg.widgets.sampling import SamplingWidget
 from napari_ambiseg.widgets.training import TrainingWidget
 
@@ -49,8 +51,8 @@ def test_short_run_plots_and_loads_into_sampler(make_napari_viewer, qtbot, tmp_p
     w = dock(viewer, tmp_path, iterations=4)
     with qtbot.waitSignal(w.finished, timeout=120_000) as blocker:
         assert w.start() is not None
-    summary = blocker.args[0]
-    assert isinstance(summary, dict) and summary["step"] == 4, summary
+    result = blocker.args[0]
+    assert isinstance(result, TrainResult) and result.step == 4, result
     qtbot.waitUntil(lambda: w.worker is None, timeout=10_000)
     assert [s for s, _ in w.plot.loss] == [1, 2, 3, 4]
     assert [s for s, _ in w.plot.ged] == [3, 4]
@@ -81,7 +83,7 @@ def test_cancel_leaves_a_resumable_checkpoint(make_napari_viewer, qtbot, tmp_pat
     w.iterations.setValue(stopped_at + 1)
     with qtbot.waitSignal(w.finished, timeout=120_000) as blocker:
         w.start()
-    assert blocker.args[0]["step"] == stopped_at + 1
+    assert blocker.args[0].step == stopped_at + 1
     # continued, not restarted, and the plot keeps the whole run: one point per iteration
     assert [s for s, _ in w.plot.loss] == list(range(1, stopped_at + 2))
 
@@ -97,19 +99,20 @@ def test_feedback_before_the_first_log_row(make_napari_viewer, qtbot, tmp_path):
     def seen(e):
         if e:
             events.append(e)
-            shown.append((e.get("kind"), len(w.plot.loss), w.status.text()))
+            shown.append((e.kind, len(w.plot.loss), w.status.text()))
 
     with qtbot.waitSignal(w.finished, timeout=120_000):
         w.start().yielded.connect(seen)
-    kinds = [e["kind"] for e in events]
+    kinds = [e.kind for e in events]
     assert kinds[0] == "phase" and "progress" in kinds
     first = kinds.index("progress")
     assert first < kinds.index("step")  # before the first log row
     progress = events[first]
-    assert progress["step"] < 20 and progress["s_per_it"] > 0 and progress["eta_s"] >= 0
+    assert isinstance(progress, ev.Progress)
+    assert progress.step < 20 and progress.s_per_it > 0 and progress.eta_s >= 0
     kind, rows, text = shown[first]
     assert rows == 0 and ("s/it" in text or "it/s" in text)
-    assert f"iteration {progress['step']} / 30" in text and "ETA" in text
+    assert f"iteration {progress.step} / 30" in text and "ETA" in text
     assert [s for s, _ in w.plot.loss] == [20, 30]
 
 
@@ -156,7 +159,7 @@ def test_add_case_round_trips_into_a_training_run(make_napari_viewer, qtbot, tmp
 
     with qtbot.waitSignal(w.finished, timeout=120_000) as blocker:
         assert w.start() is not None
-    assert blocker.args[0]["step"] == 2
+    assert blocker.args[0].step == 2
     assert w.weights_path is not None
 
 
@@ -171,8 +174,8 @@ def test_fine_tune_preset_starts_from_the_bundled_weights(make_napari_viewer, tm
 
     w = dock(make_napari_viewer(), tmp_path, 2)
     w.preset.setCurrentText(FINE_TUNE)
-    model_cfg, train_cfg, _, _ = w.configs()
-    assert train_cfg.init == "bundled"
-    assert model_cfg == load_config(resolve_weights("bundled"))[0]
+    plan = w.plan()
+    assert plan.train.init == "bundled" and plan.mode == "fine-tune"
+    assert plan.model == load_config(resolve_weights("bundled"))[0]
     w.preset.setCurrentText("tiny (smoke tests)")
-    assert w.configs()[1].init is None
+    assert w.plan().train.init is None and w.plan().mode == "new"

@@ -246,37 +246,32 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .config import ModelConfig
-    from .training.config import TrainConfig, load_run_config
+    from .training import events as ev
+    from .training.config import load_run_config
+    from .training.plan import plan_run
     from .training.trainer import train
-    from .weights_io import load_config, resolve_weights
 
-    if args.config:
-        model_cfg, train_cfg = load_run_config(args.config)
-    else:  # fine-tuning takes the architecture of the weights it starts from
-        model_cfg = (load_config(resolve_weights(args.init))[0] if args.init
-                     else ModelConfig())
-        train_cfg = TrainConfig()
-    for key in ("data", "val_data", "init", "iterations", "batch_size", "lr", "device",
-                "log_every"):
-        value = getattr(args, key)
-        if value is not None:
-            setattr(train_cfg, key, value)
-    if not train_cfg.data:
+    model_cfg, train_cfg = load_run_config(args.config) if args.config else (None, None)
+    given = {key: getattr(args, key) for key in ("data", "val_data", "init", "iterations",
+                                                 "batch_size", "lr", "device", "log_every")
+             if getattr(args, key) is not None}
+    plan = plan_run(args.out, resume=args.resume, model=model_cfg, train=train_cfg, **given)
+    if not plan.train.data:
         raise InputError("no training data: pass --data or set train.data in --config")
+    print(f"ambiseg train: {plan.describe()}", flush=True)
 
-    def report(e):
-        if e["kind"] == "step":
-            print(f"step {e['step']}/{e['total']}  loss {e['loss']:.4f}  "
-                  f"eta {e['eta_s'] / 60:.1f} min", flush=True)
-        elif e["kind"] == "val":
-            v = e["val"]
-            print(f"val @ {e['step']}: GED{v['n']} {v['ged']:.4f}  HM-IoU{v['n']} "
+    def report(e: ev.Event) -> None:
+        if isinstance(e, ev.Step):
+            print(f"step {e.step}/{e.total}  loss {e.loss:.4f}  eta {e.eta_s / 60:.1f} min",
+                  flush=True)
+        elif isinstance(e, ev.Val):
+            v = e.val
+            print(f"val @ {e.step}: GED{v['n']} {v['ged']:.4f}  HM-IoU{v['n']} "
                   f"{v['hm_iou']:.4f}", flush=True)
-        elif e["kind"] in ("resume", "done"):
-            print(json.dumps(e), flush=True)
+        elif isinstance(e, (ev.Resume, ev.Done)):
+            print(ev.to_json(e), flush=True)
 
-    train(model_cfg, train_cfg, args.out, resume=args.resume, callback=report)
+    train(plan.model, plan.train, plan.out.root, resume=plan.resume, callback=report)
     return 0
 
 

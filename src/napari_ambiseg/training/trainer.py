@@ -1,11 +1,11 @@
 """The training loop: AdamW, warm-up + cosine decay, grad clipping, EMA, validation, atomic
-checkpoints with exact resume, CSV log and plot, progress callbacks, and DDP via torchrun.
+checkpoints with exact resume, CSV log and plot, typed progress events, DDP via torchrun.
 
-    train(model_cfg, train_cfg, out_dir, resume=True, callback=print)
+    result = train(model_cfg, train_cfg, out_dir, resume=True, callback=print)
 
-Files in out_dir: checkpoint.pt (everything for an exact resume, tensors and plain Python only,
-loaded with weights_only=True), best.safetensors/.json (EMA weights with the best val GED),
-last.safetensors/.json (EMA weights at the end), log.csv, training.png, run.json.
+The run folder's files are named in `rundir.RunDir`; checkpoint.pt holds tensors and plain
+Python only (loaded with weights_only=True). `train` returns a `TrainResult` (paths and
+figures); `Trainer` is the same run in pieces (set-up, data, resume, step, validate, checkpoint).
 """
 
 from __future__ import annotations
@@ -33,15 +33,19 @@ from ..errors import Cancelled, InputError
 from ..io.atomic import atomic_write_bytes
 from ..models import build_model
 from ..weights_io import load_weights, save_weights
+from . import events as ev
 from .augment import AugmentConfig, augment_batch
+from .background import Background
 from .config import TrainConfig, save_run_config
 from .data import MultiRaterData, load_data
 from .examples import TrainingExamples, examples_for
-from .runlog import LOG_FIELDS, append_log, plot_log, truncate_log
+from .plots import plot_log
+from .rundir import RunDir, TrainResult
+from .runlog import append_log, truncate_log
 
-__all__ = ["LOG_FIELDS", "EMA", "diffusion_loss", "lr_factor", "plot_log", "train"]
+__all__ = ["EMA", "Trainer", "TrainResult", "diffusion_loss", "lr_factor", "train"]
 
-Callback = Callable[[dict[str, Any]], None]
+Callback = Callable[[ev.Event], None]
 PROGRESS_EVERY_S = 0.5  # "progress" events: the first iteration, then at most this often
 
 
@@ -168,10 +172,10 @@ def _stop_hooks(model: torch.nn.Module, should_stop: Callable[[], bool]) -> list
     return handles
 
 
-def _fresh_run_dir(out: Path, model_cfg: ModelConfig, cfg: TrainConfig) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "log.csv").unlink(missing_ok=True)
-    save_run_config(model_cfg, cfg, out / "run.json")
+def _fresh_run_dir(run: RunDir, model_cfg: ModelConfig, cfg: TrainConfig) -> None:
+    run.root.mkdir(parents=True, exist_ok=True)
+    run.log.unlink(missing_ok=True)
+    save_run_config(model_cfg, cfg, run.run_json)
 
 
 # modules a fine-tune may add to the weights it starts from (they start as initialised:
@@ -184,247 +188,349 @@ def _load_init(model: torch.nn.Module, ema: EMA, init: str) -> list[str]:
     modules in NEW_MODULES may be new); the diffusion and sampling settings of the run config
     may differ from the weights' own. Returns the names of the freshly initialised tensors."""
     src = load_weights(init)[0].state_dict()
-    missing, unexpected = model.load_state_dict(src, strict=False)
-    foreign = [k for k in missing if not k.startswith(NEW_MODULES)] + list(unexpected)
-    if foreign:
-        try:
+    try:  # tensors of another shape fail here, even not strict
+        missing, unexpected = model.load_state_dict(src, strict=False)
+        foreign = [k for k in missing if not k.startswith(NEW_MODULES)] + list(unexpected)
+        if foreign:
             model.load_state_dict(src)  # strict: PyTorch's own description of the mismatch
-        except RuntimeError as e:
-            raise InputError(f"init weights {init} do not fit this model config's network: "
-                             f"{str(e).splitlines()[-1].strip()}") from None
+    except RuntimeError as e:
+        raise InputError(f"init weights {init} do not fit this model config's network: "
+                         f"{str(e).splitlines()[-1].strip()}") from None
     ema.model.load_state_dict(model.state_dict())
     return list(missing)
 
 
+DataSource = MultiRaterData | Background[MultiRaterData]
+
+
+class Trainer:
+    """One run in pieces: set-up (model, EMA, optimiser, RNGs: `__init__`), `use_data`,
+    `begin` (resume or start), `iterate` (one optimiser step), `validate`, `checkpoint`,
+    `fit` (the loop, then the final weights). `train` runs them in this order."""
+
+    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *,
+                 callback: Callback | None = None,
+                 should_stop: Callable[[], bool] | None = None):
+        self.model_cfg, self.cfg, self.run = model_cfg, cfg, RunDir(out_dir)
+        self.device = _setup_distributed(cfg.device)
+        self.rank, self.world = _rank()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.emit: Callback = callback if (callback is not None and self.rank == 0) else _ignore
+        self.stop = should_stop or _never
+        # inside-iteration stops on one process only: DDP ranks must leave an iteration together
+        self.inside = should_stop is not None and self.world == 1
+        self.graceful = should_stop is not None  # else the loop never asks
+        self.emit(ev.Phase("model", "building the model"))
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(model_cfg).to(self.device)
+        self.ema = EMA(self.model, cfg.ema_decay)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr,
+                                     weight_decay=cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg))
+        self.np_rng = np.random.default_rng([cfg.seed, self.rank])
+        self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)
+        self.net: torch.nn.Module = self.model
+        self.schedule = Schedule.from_config(model_cfg)
+        self.step, self.best, self.elapsed = 0, float("inf"), 0.0
+        self.losses: list[float] = []       # the current log window
+        self.bces: list[float] = []         # existence-head BCE over the same window
+        self.pending: dict[str, Any] = {}   # a validation interrupted by a stop: redone on resume
+        self.durations: deque[float] = deque(maxlen=50)  # seconds per iteration (s/it, ETA)
+        self.examples: TrainingExamples | None = None
+        self._val: MultiRaterData | None = None
+        self._val_source: Background[MultiRaterData] | None = None
+        self._not_begun("while building the model")
+
+    # ------------------------------------------------------------------ set-up
+    def _not_begun(self, what: str) -> None:
+        if self.stop():
+            raise Cancelled(f"training stopped {what}; nothing was trained")
+
+    def use_data(self, train_data: DataSource | None = None,
+                 val_data: DataSource | None = None) -> None:
+        """The training rows (loaded from cfg.data if not given; a `Background` load is
+        awaited) and the validation set (cfg.val_data; a `Background` load is awaited at
+        the first validation, so it never delays the first iteration)."""
+        cfg = self.cfg
+        if train_data is None:
+            self.emit(ev.Phase("data", f"loading {cfg.data}"))
+            train_data = load_data(cfg.data, cfg.allow_pickle)
+        elif isinstance(train_data, Background):
+            if not train_data.done():
+                self.emit(ev.Phase("data", f"loading {cfg.data}"))
+            train_data = train_data.result()
+        if val_data is None and cfg.val_data:
+            self.emit(ev.Phase("data", f"loading {cfg.val_data}"))
+            val_data = load_data(cfg.val_data, cfg.allow_pickle)
+        if isinstance(val_data, Background):
+            self._val_source = val_data
+        elif val_data is not None:
+            self._val = self._val_subset(val_data)
+        self._not_begun("while loading the data")
+        k, r = train_data.masks.shape[:2]
+        self.examples = examples_for(train_data, self.model_cfg, cfg.volume_index,
+                                     cfg.volume_split, cfg.p_neighbour)
+        self.emit(ev.Phase("data", f"{k:,} cases x {r} readers"))
+
+    def _val_subset(self, data: MultiRaterData) -> MultiRaterData:
+        n = min(self.cfg.val_size, len(data))
+        return data.subset(np.unique(np.linspace(0, len(data) - 1, n).astype(int)))
+
+    @property
+    def validates(self) -> bool:
+        return self._val is not None or self._val_source is not None
+
+    @property
+    def val_data(self) -> MultiRaterData:
+        if self._val is None:
+            self._val = self._val_subset(self._val_source.result())
+        return self._val
+
+    def begin(self, resume: bool) -> None:
+        """Continue from the checkpoint (if `resume` and there is one), else start the run
+        folder afresh (from `cfg.init`'s weights when fine-tuning)."""
+        cfg, run = self.cfg, self.run
+        if resume and run.can_resume():
+            self._load_checkpoint()
+        else:
+            if cfg.init:
+                fresh = _load_init(self.model, self.ema, cfg.init)
+                if fresh:
+                    self.emit(ev.Phase("model", f"started from {cfg.init}; new: "
+                                                f"{', '.join(sorted(fresh))}"))
+            if self.rank == 0:
+                _fresh_run_dir(run, self.model_cfg, cfg)
+        if self.world > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            self.ema.model.load_state_dict(self.model.state_dict())  # rank 0's, broadcast
+
+    def _load_checkpoint(self) -> None:
+        cfg, path = self.cfg, self.run.checkpoint
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        if not _same_model(ck["model_config"], self.model_cfg):
+            raise InputError(f"{path} was made with another model config; use a new --out "
+                             "or the config saved in run.json")
+        self.model.load_state_dict(ck["model"])
+        self.ema.model.load_state_dict(ck["ema"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.sched.load_state_dict(ck["scheduler"])
+        self.step, self.best, self.elapsed = ck["step"], ck["best"], ck["elapsed"]
+        self.losses, self.pending = list(ck.get("window", [])), dict(ck.get("pending", {}))
+        self.bces = list(ck.get("window_bce", []))
+        if self.world == 1:  # exact resume; DDP ranks re-seed from (seed, rank, step)
+            _set_rng_state(self.np_rng, self.gen, ck["rng"])
+        else:
+            self.np_rng = np.random.default_rng([cfg.seed, self.rank, self.step])
+            self.gen.manual_seed(cfg.seed * 1000 + self.rank + 7919 * self.step)
+        if self.rank == 0:
+            truncate_log(self.run.log, self.step)
+        self.emit(ev.Resume(self.step, cfg.iterations))
+
+    # ------------------------------------------------------------------ saving
+    def checkpoint(self) -> None:
+        """checkpoint.pt: everything for an exact resume (rank 0; atomic)."""
+        if self.rank != 0:
+            return
+        _atomic_torch_save({
+            "model": self.model.state_dict(), "ema": self.ema.model.state_dict(),
+            "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+            "rng": _rng_state(self.np_rng, self.gen), "step": self.step, "best": self.best,
+            "elapsed": self.elapsed, "model_config": self.model_cfg.to_dict(),
+            "train_config": self.cfg.to_dict(), "window": self.losses,
+            "window_bce": self.bces, "pending": self.pending}, self.run.checkpoint)
+
+    def _stopped(self, where: str) -> NoReturn:
+        self.checkpoint()
+        self.emit(ev.Cancelled(self.step, self.cfg.iterations, where))
+        raise Cancelled(f"training stopped at iteration {self.step} ({where}); "
+                        "resume with --resume")
+
+    def _finish(self) -> TrainResult:
+        """last (and, without validation, best) weights; the `Done` event."""
+        run = self.run
+        if self.rank == 0:
+            info = {"step": self.step, "elapsed_s": round(self.elapsed, 1),
+                    "best_val_ged": self.best}
+            save_weights(self.ema.model, self.model_cfg, run.last, info=info)
+            if not run.best.exists():
+                save_weights(self.ema.model, self.model_cfg, run.best, info=info)
+        result = TrainResult.of(run, self.step, self.elapsed, self.best)
+        self.emit(ev.Done(result))
+        return result
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> dict[str, Any]:
+        """The EMA model's metrics on the validation subset (stop hooks inside)."""
+        from ..segmenter import Segmenter  # here: half a second less before iteration 1
+        from .evaluate import evaluate_model
+
+        seg_model = copy.deepcopy(self.ema.model)
+        if self.inside:
+            _stop_hooks(seg_model, self.stop)
+        seg = Segmenter(seg_model, self.model_cfg, self.device)
+        return evaluate_model(seg, self.val_data, n=self.cfg.val_n, steps=self.model_cfg.steps,
+                              seed=0, should_stop=self.stop if self.inside else None)
+
+    def _check_val_source(self) -> None:
+        """A validation set that failed to load in the background: say so now (after saving
+        the last completed iteration), not at the first validation."""
+        if self._val_source is not None and self._val is None and self._val_source.failed():
+            self.checkpoint()
+            self._val_source.result()
+
+    # ------------------------------------------------------------------ the loop
+    def s_per_it(self) -> float | None:
+        return float(np.mean(self.durations)) if self.durations else None
+
+    def eta(self) -> float:
+        return (self.cfg.iterations - self.step) * (self.s_per_it() or 0.0)
+
+    def iterate(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One optimiser step (iteration step + 1); returns its (loss, kl, bce). A stop
+        inside it restores the RNGs and checkpoints the last completed iteration."""
+        cfg, model_cfg, device = self.cfg, self.model_cfg, self.device
+        before = _rng_state(self.np_rng, self.gen) if self.inside else None
+        try:
+            batch = {k: v.to(device) for k, v in batch_tensors(
+                self.examples, cfg.batch_size, model_cfg.crop_size, cfg.augment,
+                self.np_rng).items()}
+            image = batch.pop("image")
+            if device.type == "cpu":
+                image = image.contiguous(memory_format=torch.channels_last)
+            mask = batch.pop("mask")
+            with autocast(device):
+                terms = diffusion_loss(self.net, self.schedule, model_cfg, image, mask, self.gen,
+                                       **batch)
+                loss, kl, bce = terms["loss"], terms["kl"], terms["bce"]
+                total = loss + model_cfg.kl_weight * kl + model_cfg.existence_weight * bce
+            self.opt.zero_grad(set_to_none=True)
+            total.backward()
+        except _StopNow:
+            _set_rng_state(self.np_rng, self.gen, before)  # as if this iteration never began
+            self._stopped(f"inside iteration {self.step + 1}")
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        self.ema.update(self.model, self.step)
+        self.step += 1
+        return loss, kl, bce
+
+    def end_of_step(self, row: dict[str, Any], validating: bool) -> None:
+        """Validation, log row, checkpoint after iteration `step` (also: a resumed pending
+        validation)."""
+        cfg, run, step = self.cfg, self.run, self.step
+        if validating:
+            self.emit(ev.Phase("validation", f"validating on {len(self.val_data)} cases"))
+            self.pending = {"row": row}
+            try:
+                v = self.validate()
+            except (_StopNow, Cancelled):
+                self._stopped("during validation")
+            self.pending = {}
+            row.update(step=step, time_s=round(self.elapsed, 1), val_ged=v["ged"],
+                       val_hm_iou=v["hm_iou"])
+            row.setdefault("loss", row.get("last_loss"))
+            if v["ged"] < self.best:
+                self.best = v["ged"]
+                save_weights(self.ema.model, self.model_cfg, run.best,
+                             info={"step": step, "val": v})
+            self.emit(ev.Val(step, cfg.iterations, v))
+        row.pop("last_loss", None)
+        if row and self.rank == 0:
+            append_log(run.log, row)
+            self.emit(ev.Step(step, cfg.iterations, row["loss"],
+                              row.get("loss_median", row["loss"]), row.get("lr"),
+                              self.s_per_it(), self.eta()))
+        if step % cfg.checkpoint_every == 0 or step == cfg.iterations:
+            self.checkpoint()
+            if self.rank == 0 and run.log.exists():
+                plot_log(run.log, run.plot)
+        if self.world > 1 and step % cfg.checkpoint_every == 0:
+            dist.barrier()
+
+    def fit(self) -> TrainResult:
+        """Iterate to cfg.iterations (log rows, validation, checkpoints, progress events);
+        then the final weights."""
+        cfg, rank = self.cfg, self.rank
+        hooks = _stop_hooks(self.model, self.stop) if self.inside else []
+        t_start = time.perf_counter() - self.elapsed
+        last_progress = -math.inf
+        self.model.train()
+        try:
+            if self.pending and self.validates and rank == 0:
+                self.end_of_step(dict(self.pending.get("row", {})), validating=True)
+            self.emit(ev.Phase("training", f"iteration {self.step + 1} running", self.step,
+                               cfg.iterations))
+            while self.step < cfg.iterations:
+                if self.graceful and self.stop():
+                    self._stopped("between iterations")
+                self._check_val_source()
+                t_it = time.perf_counter()
+                loss, kl, bce = self.iterate()
+                self.losses.append(loss.item())
+                self.bces.append(bce.item())
+                now = time.perf_counter()
+                self.durations.append(now - t_it)
+                self.elapsed = now - t_start
+                step = self.step
+                if now - last_progress >= PROGRESS_EVERY_S or step == cfg.iterations:
+                    last_progress = now
+                    self.emit(ev.Progress(step, cfg.iterations, self.losses[-1],
+                                          self.s_per_it(), self.eta()))
+                row: dict[str, Any] = {}
+                if step % cfg.log_every == 0 or step == cfg.iterations:
+                    row = {"step": step, "time_s": round(self.elapsed, 1),
+                           "loss": float(np.mean(self.losses)),
+                           "loss_median": float(np.median(self.losses)), "kl": kl.item(),
+                           "bce": float(np.mean(self.bces)),
+                           "lr": self.sched.get_last_lr()[0]}
+                    self.losses, self.bces = [], []
+                validating = self.validates and rank == 0 and (
+                    step % cfg.val_every == 0 or step == cfg.iterations)
+                if validating and not row:
+                    row = {"last_loss": loss.item()}
+                self.end_of_step(row, validating)
+        finally:
+            for h in hooks:
+                h.remove()
+        return self._finish()
+
+
+def _same_model(saved: dict[str, Any], cfg: ModelConfig) -> bool:
+    """A checkpoint's model config is this one, read as its own format version says (a field
+    dropped since, like `name`, does not make it another model)."""
+    try:
+        return ModelConfig.from_dict(saved) == cfg
+    except (ValueError, TypeError):
+        return False
+
+
+def _ignore(event: ev.Event) -> None:
+    pass
+
+
+def _never() -> bool:
+    return False
+
+
 def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
           callback: Callback | None = None, should_stop: Callable[[], bool] | None = None,
-          train_data: MultiRaterData | None = None,
-          val_data: MultiRaterData | None = None) -> dict[str, Any]:
-    """Train (or resume) a model. Returns a summary dict.
+          train_data: DataSource | None = None,
+          val_data: DataSource | None = None) -> TrainResult:
+    """Train (or resume) a model; returns the run's files and figures (`TrainResult`).
 
-    Events to `callback` (dicts with "kind"): "phase" (data, model, training: what it is
-    doing before the first iteration ends), "resume", "progress" (step, s_per_it, eta_s,
-    loss of the last iteration; after the first iteration, then every PROGRESS_EVERY_S),
-    "step" (a log row: loss = window mean, loss_median), "val", "cancelled", "done".
+    Events to `callback` (`training.events`): Phase (model, data, training, validation: what
+    it is doing), Resume, Progress (after the first iteration, then every PROGRESS_EVERY_S),
+    Step (a log row: loss = window mean, loss_median), Val, Cancelled, Done.
 
     `should_stop()` is checked between iterations and, on one process, inside them (forward
     and backward) and inside validation: the run then writes a checkpoint of its last
     completed iteration (an interrupted validation is redone on resume) and raises
     `Cancelled`. Resuming it gives bit for bit the weights of an uninterrupted run."""
-    out = Path(out_dir)
-    device = _setup_distributed(cfg.device)
-    rank, world = _rank()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    emit = callback if (callback is not None and rank == 0) else (lambda e: None)
-    stop = should_stop or (lambda: False)
-
-    def not_begun(what: str) -> None:
-        if stop():
-            raise Cancelled(f"training stopped {what}; nothing was trained")
-
-    if train_data is None:
-        emit({"kind": "phase", "phase": "data", "text": f"loading {cfg.data}"})
-        train_data = load_data(cfg.data, cfg.allow_pickle)
-    if val_data is None and cfg.val_data:
-        emit({"kind": "phase", "phase": "data", "text": f"loading {cfg.val_data}"})
-        val_data = load_data(cfg.val_data, cfg.allow_pickle)
-    if val_data is not None:
-        pick = np.unique(np.linspace(0, len(val_data) - 1, min(cfg.val_size, len(val_data))).astype(int))
-        val_data = val_data.subset(pick)
-    not_begun("while loading the data")
-    k, r = train_data.masks.shape[:2]
-    examples = examples_for(train_data, model_cfg, cfg.volume_index, cfg.volume_split,
-                            cfg.p_neighbour)
-    emit({"kind": "phase", "phase": "model",
-          "text": f"{k:,} cases x {r} readers; building the model"})
-
-    torch.manual_seed(cfg.seed)
-    model = build_model(model_cfg).to(device)
-    ema = EMA(model, cfg.ema_decay)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
-    np_rng = np.random.default_rng([cfg.seed, rank])
-    gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
-    step, best, elapsed = 0, float("inf"), 0.0
-    losses: list[float] = []        # the current log window
-    bces: list[float] = []          # existence-head BCE over the same window
-    pending: dict[str, Any] = {}    # a validation interrupted by a stop: redone on resume
-    ckpt_path = out / "checkpoint.pt"
-    not_begun("while building the model")
-
-    if resume and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if ck["model_config"] != model_cfg.to_dict():
-            raise InputError(f"{ckpt_path} was made with another model config; use a new --out "
-                             "or the config saved in run.json")
-        model.load_state_dict(ck["model"])
-        ema.model.load_state_dict(ck["ema"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        step, best, elapsed = ck["step"], ck["best"], ck["elapsed"]
-        losses, pending = list(ck.get("window", [])), dict(ck.get("pending", {}))
-        bces = list(ck.get("window_bce", []))
-        if world == 1:  # exact resume; DDP ranks re-seed from (seed, rank, step)
-            _set_rng_state(np_rng, gen, ck["rng"])
-        else:
-            np_rng = np.random.default_rng([cfg.seed, rank, step])
-            gen.manual_seed(cfg.seed * 1000 + rank + 7919 * step)
-        if rank == 0:
-            truncate_log(out / "log.csv", step)
-        emit({"kind": "resume", "step": step, "total": cfg.iterations})
-    else:
-        if cfg.init:
-            fresh = _load_init(model, ema, cfg.init)
-            if fresh:
-                emit({"kind": "phase", "phase": "model",
-                      "text": f"started from {cfg.init}; new: {', '.join(sorted(fresh))}"})
-        if rank == 0:
-            _fresh_run_dir(out, model_cfg, cfg)
-
-    net = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-        ema.model.load_state_dict(model.state_dict())  # DDP broadcast rank 0's weights
-    schedule = Schedule.from_config(model_cfg)
-    # inside-iteration stops on one process only: DDP ranks must leave an iteration together
-    inside = should_stop is not None and world == 1
-    hooks = _stop_hooks(model, stop) if inside else []
-
-    def checkpoint() -> None:
-        if rank != 0:
-            return
-        _atomic_torch_save({
-            "model": model.state_dict(), "ema": ema.model.state_dict(),
-            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "rng": _rng_state(np_rng, gen), "step": step, "best": best,
-            "elapsed": elapsed, "model_config": model_cfg.to_dict(),
-            "train_config": cfg.to_dict(), "window": losses, "window_bce": bces,
-            "pending": pending}, ckpt_path)
-
-    def stopped(where: str) -> NoReturn:
-        checkpoint()
-        emit({"kind": "cancelled", "step": step, "total": cfg.iterations, "where": where})
-        raise Cancelled(f"training stopped at iteration {step} ({where}); resume with --resume")
-
-    def validate() -> dict[str, Any]:
-        from ..segmenter import Segmenter  # here: half a second less before iteration 1
-        from .evaluate import evaluate_model
-
-        seg_model = copy.deepcopy(ema.model)
-        if inside:
-            _stop_hooks(seg_model, stop)
-        seg = Segmenter(seg_model, model_cfg, device)
-        return evaluate_model(seg, val_data, n=cfg.val_n, steps=model_cfg.steps, seed=0,
-                              should_stop=stop if inside else None)
-
-    def end_of_step(row: dict[str, Any], validating: bool) -> None:
-        """Validation, log row, checkpoint after iteration `step` (also: a resumed pending
-        validation)."""
-        nonlocal best, pending
-        if validating:
-            emit({"kind": "phase", "phase": "validation",
-                  "text": f"validating on {len(val_data)} cases"})
-            pending = {"row": row}
-            try:
-                v = validate()
-            except (_StopNow, Cancelled):
-                stopped("during validation")
-            pending = {}
-            row.update(step=step, time_s=round(elapsed, 1), val_ged=v["ged"],
-                       val_hm_iou=v["hm_iou"])
-            row.setdefault("loss", row.get("last_loss"))
-            if v["ged"] < best:
-                best = v["ged"]
-                save_weights(ema.model, model_cfg, out / "best", info={"step": step, "val": v})
-            emit({"kind": "val", "step": step, "total": cfg.iterations, "val": v})
-        row.pop("last_loss", None)
-        if row and rank == 0:
-            append_log(out / "log.csv", row)
-            emit({"kind": "step", "step": step, "total": cfg.iterations, "loss": row["loss"],
-                  "loss_median": row.get("loss_median", row["loss"]), "lr": row.get("lr"),
-                  "s_per_it": s_per_it(), "eta_s": eta()})
-        if step % cfg.checkpoint_every == 0 or step == cfg.iterations:
-            checkpoint()
-            if rank == 0 and (out / "log.csv").exists():
-                plot_log(out / "log.csv", out / "training.png")
-        if world > 1 and step % cfg.checkpoint_every == 0:
-            dist.barrier()
-
-    durations: deque[float] = deque(maxlen=50)  # seconds per iteration, for s/it and ETA
-
-    def s_per_it() -> float | None:
-        return float(np.mean(durations)) if durations else None
-
-    def eta() -> float:
-        return (cfg.iterations - step) * (s_per_it() or 0.0)
-
-    size = model_cfg.crop_size
-    t_start = time.perf_counter() - elapsed
-    last_progress = -math.inf
-    model.train()
-    try:
-        if pending and val_data is not None and rank == 0:
-            end_of_step(dict(pending.get("row", {})), validating=True)
-        emit({"kind": "phase", "phase": "training", "step": step, "total": cfg.iterations,
-              "text": f"iteration {step + 1} running"})
-        while step < cfg.iterations:
-            if should_stop is not None and should_stop():
-                stopped("between iterations")
-            t_it = time.perf_counter()
-            before = _rng_state(np_rng, gen) if inside else None
-            try:
-                batch = {k: v.to(device) for k, v in batch_tensors(
-                    examples, cfg.batch_size, size, cfg.augment, np_rng).items()}
-                image = batch.pop("image")
-                if device.type == "cpu":
-                    image = image.contiguous(memory_format=torch.channels_last)
-                mask = batch.pop("mask")
-                with autocast(device):
-                    terms = diffusion_loss(net, schedule, model_cfg, image, mask, gen, **batch)
-                    loss, kl, bce = terms["loss"], terms["kl"], terms["bce"]
-                    total = loss + model_cfg.kl_weight * kl + model_cfg.existence_weight * bce
-                opt.zero_grad(set_to_none=True)
-                total.backward()
-            except _StopNow:
-                _set_rng_state(np_rng, gen, before)  # as if iteration step + 1 never began
-                stopped(f"inside iteration {step + 1}")
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            sched.step()
-            ema.update(model, step)
-            step += 1
-            losses.append(loss.item())
-            bces.append(bce.item())
-            now = time.perf_counter()
-            durations.append(now - t_it)
-            elapsed = now - t_start
-            if now - last_progress >= PROGRESS_EVERY_S or step == cfg.iterations:
-                last_progress = now
-                emit({"kind": "progress", "step": step, "total": cfg.iterations,
-                      "loss": losses[-1], "s_per_it": s_per_it(), "eta_s": eta()})
-            row: dict[str, Any] = {}
-            if step % cfg.log_every == 0 or step == cfg.iterations:
-                row = {"step": step, "time_s": round(elapsed, 1), "loss": float(np.mean(losses)),
-                       "loss_median": float(np.median(losses)), "kl": kl.item(),
-                       "bce": float(np.mean(bces)),
-                       "lr": sched.get_last_lr()[0]}
-                losses, bces = [], []
-            validating = val_data is not None and rank == 0 and (
-                step % cfg.val_every == 0 or step == cfg.iterations)
-            if validating and not row:
-                row = {"last_loss": loss.item()}
-            end_of_step(row, validating)
-    finally:
-        for h in hooks:
-            h.remove()
-
-    summary = {"step": step, "elapsed_s": elapsed, "best_val_ged": best, "out": str(out)}
-    if rank == 0:
-        info = {"step": step, "elapsed_s": round(elapsed, 1), "best_val_ged": best}
-        save_weights(ema.model, model_cfg, out / "last", info=info)
-        if not (out / "best.safetensors").exists():
-            save_weights(ema.model, model_cfg, out / "best", info=info)
-    emit({"kind": "done", **summary})
-    return summary | {"model": model, "ema": ema.model}
+    trainer = Trainer(model_cfg, cfg, out_dir, callback=callback, should_stop=should_stop)
+    trainer.use_data(train_data, val_data)
+    trainer.begin(resume)
+    return trainer.fit()

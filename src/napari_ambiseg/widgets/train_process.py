@@ -1,17 +1,20 @@
 """Training in a child process, so napari keeps its GIL, its matplotlib and its memory.
 
 The child (``python -m napari_ambiseg.widgets.train_process RUN_JSON OUT STOP_FILE
-[--resume]``) runs the core trainer and prints one JSON event per line. Stopping:
+[--resume]``) runs the core `Trainer` and prints its events, one `training.events.to_json`
+line each (the last is `Done`, or `Failed` with the error). Its first feedback comes soon:
+the training data loads in a thread while PyTorch imports and the model is built, and the
+validation set loads only after the first iteration. Stopping:
 
 * once training has begun (the trainer's "training" or "validation" phase event), the parent
   creates STOP_FILE; the child looks for it every STOP_POLL_S from the trainer's stop hooks
   (inside forward, backward and validation), writes the checkpoint of its last completed
-  iteration, prints a "cancelled" event and exits: well within a second on every preset;
+  iteration, prints a `Cancelled` event and exits: well within a second on every preset;
 * before that (starting Python, loading data, building the model) there is nothing to save,
   so the parent ends the child at once.
 
 `run_training` is the parent side: it forwards the events to `emit` and turns the child's
-end into a return value or the same error type the trainer raised (`Cancelled`,
+end into a `TrainResult` or the same error type the trainer raised (`Cancelled`,
 `InputError`, ...).
 """
 
@@ -27,29 +30,26 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from .. import errors
+from ..training import events as ev
 
 GRACE_S = 20.0  # after Cancel, how long the child may take to checkpoint before it is killed
 STOP_POLL_S = 0.01  # how often the child looks for the stop file
 TRAINING = ("training", "validation")  # phases in which a stop is graceful
 
 
-def _json_default(o: Any) -> Any:
-    return o.item() if hasattr(o, "item") else str(o)
-
-
-def _error(event: dict) -> errors.AmbisegError:
-    cls = getattr(errors, str(event.get("type")), None)
+def _error(event: ev.Failed) -> errors.AmbisegError:
+    cls = getattr(errors, event.type, None)
     if not (isinstance(cls, type) and issubclass(cls, errors.AmbisegError)):
         cls = errors.AmbisegError
-    return cls(event.get("message", "training failed"))
+    return cls(event.message or "training failed")
 
 
 def run_training(model_cfg, train_cfg, out_dir: str | os.PathLike, resume: bool,
-                 emit: Callable[[dict], None], stop: threading.Event) -> dict:
-    """Train in a child process; `emit` gets the trainer's events; `stop.set()` cancels."""
+                 emit: Callable[[ev.Event], None], stop: threading.Event):
+    """Train in a child process; `emit` gets the trainer's events; `stop.set()` cancels.
+    Returns the run's `TrainResult`."""
     from ..training.config import save_run_config
 
     with tempfile.TemporaryDirectory(prefix="ambiseg-train-") as tmp:
@@ -60,7 +60,7 @@ def run_training(model_cfg, train_cfg, out_dir: str | os.PathLike, resume: bool,
         with open(log, "w+") as err:
             proc = subprocess.Popen(cmd + (["--resume"] if resume else []), text=True,
                                     stdout=subprocess.PIPE, stderr=err, bufsize=1)
-            emit({"kind": "phase", "phase": "start", "text": "starting the training process"})
+            emit(ev.Phase("start", "starting the training process"))
 
             def watch() -> None:
                 stop.wait()
@@ -76,20 +76,18 @@ def run_training(model_cfg, train_cfg, out_dir: str | os.PathLike, resume: bool,
                     proc.kill()
 
             threading.Thread(target=watch, name="ambiseg-train-watch", daemon=True).start()
-            summary, failure = None, None
+            result, failure = None, None
             try:
                 for line in proc.stdout:
-                    try:
-                        event = json.loads(line)
-                    except ValueError:
-                        continue  # a stray print from a library
-                    if event.get("kind") == "summary":
-                        summary = event
-                    elif event.get("kind") == "error":
+                    event = ev.from_json(line)  # None: a stray print from a library
+                    if isinstance(event, ev.Failed):
                         failure = event
-                    else:
-                        if event.get("phase") in TRAINING:
-                            began.set()
+                        continue
+                    if isinstance(event, ev.Done):
+                        result = event.result
+                    elif isinstance(event, ev.Phase) and event.phase in TRAINING:
+                        began.set()
+                    if event is not None:
                         emit(event)
                 code = proc.wait()
             finally:
@@ -101,15 +99,14 @@ def run_training(model_cfg, train_cfg, out_dir: str | os.PathLike, resume: bool,
             tail = err.read()[-1500:].strip()
     if failure is not None:
         raise _error(failure)
-    if summary is None or code != 0:
+    if result is None or code != 0:
         if code < 0 and not began.is_set():
             raise errors.Cancelled("training stopped before its first iteration; nothing "
                                    "was trained")
         if code < 0:
             raise errors.Cancelled(f"training process stopped (signal {-code})")
         raise errors.AmbisegError(f"training process failed (exit code {code}): {tail}")
-    summary.pop("kind", None)
-    return summary
+    return result
 
 
 class StopFile:
@@ -128,7 +125,8 @@ class StopFile:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Child side: run the trainer, print events as JSON lines, honour the stop file."""
+    """Child side: run the trainer, print its events as JSON lines, honour the stop file."""
+    from ..training.background import Background
     from ..training.data import load_data  # numpy only: the first event comes at once
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -138,41 +136,41 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true")
     a = p.parse_args(argv)
 
-    def emit(event: dict) -> None:
-        print(json.dumps(event, default=_json_default), flush=True)
+    def emit(event: ev.Event) -> None:
+        print(ev.to_json(event), flush=True)
 
     try:
-        # the data loads while PyTorch imports (each takes seconds on the LIDC set)
+        # the training data loads while PyTorch imports and the model is built (each takes
+        # seconds on the LIDC set); the validation set after the first iteration
         raw = json.loads(Path(a.run_json).read_text()).get("train", {})
-        emit({"kind": "phase", "phase": "data", "text": f"loading {raw.get('data')} and PyTorch"})
-        data: dict[str, Any] = {}
+        pickles = bool(raw.get("allow_pickle"))
+        emit(ev.Phase("data", f"loading {raw.get('data')} and PyTorch"))
+        train_data = Background(lambda: load_data(raw.get("data", ""), pickles),
+                                "ambiseg-load-train").start()
+        val_data = None
+        if raw.get("val_data"):
+            val_data = Background(lambda: load_data(raw["val_data"], pickles),
+                                  "ambiseg-load-val")
 
-        def load() -> None:
-            try:
-                data["train"] = load_data(raw.get("data", ""), bool(raw.get("allow_pickle")))
-                if raw.get("val_data"):
-                    data["val"] = load_data(raw["val_data"], bool(raw.get("allow_pickle")))
-            except BaseException as e:  # noqa: BLE001 - re-raised below
-                data["error"] = e
+        def tell(event: ev.Event) -> None:
+            emit(event)
+            if val_data is not None and isinstance(event, ev.Progress):
+                val_data.start()  # after the first iteration; then a no-op
 
-        loader = threading.Thread(target=load, name="ambiseg-load", daemon=True)
-        loader.start()
         from ..training.config import load_run_config
-        from ..training.trainer import train
+        from ..training.trainer import Trainer
 
         model_cfg, train_cfg = load_run_config(a.run_json)
-
         import torch._dynamo  # noqa: F401 - the optimiser imports it (1 s): here, beside the load
-        loader.join()
-        if "error" in data:
-            raise data["error"]
-        summary = train(model_cfg, train_cfg, a.out, resume=a.resume, callback=emit,
-                        should_stop=StopFile(a.stop_file), train_data=data["train"],
-                        val_data=data.get("val"))
+
+        trainer = Trainer(model_cfg, train_cfg, a.out, callback=tell,
+                          should_stop=StopFile(a.stop_file))
+        trainer.use_data(train_data, val_data)
+        trainer.begin(a.resume)
+        trainer.fit()  # its last event, Done, carries the result
     except errors.AmbisegError as e:
-        emit({"kind": "error", "type": type(e).__name__, "message": str(e)})
+        emit(ev.Failed(type(e).__name__, str(e)))
         return 3 if isinstance(e, errors.Cancelled) else 2
-    emit({"kind": "summary", **{k: v for k, v in summary.items() if k not in ("model", "ema")}})
     return 0
 
 

@@ -38,7 +38,10 @@ from qtpy.QtWidgets import (
 
 from ..errors import Cancelled
 from ..testing import TINY
-from ..training.runlog import draw_loss, read_log, robust_smooth, set_loss
+from ..training import events as ev
+from ..training.plots import draw_loss, set_loss
+from ..training.rundir import RunDir, TrainResult
+from ..training.runlog import read_log, robust_smooth
 from ._qt import PathField, notify_error
 from .add_case import AddCasePanel
 from .engine import stream
@@ -55,14 +58,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 FINE_TUNE = "fine-tune the bundled LIDC model"  # its architecture, starting from its weights
 
 
-def training_job(model_cfg, train_cfg, out_dir: str, resume: bool, stop: threading.Event):
-    """Generator for a napari worker: yields the trainer's event dicts (or None), returns its
-    summary; raises `Cancelled` after the trainer saved a resumable checkpoint. The trainer
-    runs in a child process (`train_process`)."""
+def training_job(plan, stop: threading.Event):
+    """Generator for a napari worker: yields the trainer's events (`training.events`, or
+    None), returns its `TrainResult`; raises `Cancelled` after the trainer saved a resumable
+    checkpoint. The trainer runs in a child process (`train_process`)."""
     from .train_process import run_training
 
     def work(emit, should_stop):
-        return run_training(model_cfg, train_cfg, out_dir, resume, emit, stop)
+        return run_training(plan.model, plan.train, plan.out.root, plan.resume, emit, stop)
 
     return (yield from stream(work, stop))
 
@@ -128,13 +131,14 @@ class LossPlot(QWidget):
         self._redraw()
         return len(self.steps)
 
-    def add(self, event: dict) -> None:
-        if event.get("kind") == "step" and event.get("loss") is not None:
-            self.steps.append(int(event["step"]))
-            self.raw.append(float(event["loss"]))
-            self.median.append(float(event.get("loss_median", event["loss"])))
-        elif event.get("kind") == "val":
-            self.ged.append((event["step"], float(event["val"]["ged"])))
+    def add(self, event: ev.Event) -> None:
+        """A log row (`Step`) or a validation (`Val`); other events change nothing."""
+        if isinstance(event, ev.Step) and event.loss is not None:
+            self.steps.append(int(event.step))
+            self.raw.append(float(event.loss))
+            self.median.append(float(event.loss_median))
+        elif isinstance(event, ev.Val):
+            self.ged.append((event.step, float(event.val["ged"])))
         else:
             return
         self._redraw()
@@ -154,7 +158,7 @@ class LossPlot(QWidget):
 class TrainingWidget(QWidget):
     """Dock: train or resume an AmbiSeg model without leaving napari."""
 
-    finished = Signal(object)  # summary dict, or the exception that ended the run
+    finished = Signal(object)  # the run's TrainResult, or the exception that ended it
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
@@ -164,10 +168,10 @@ class TrainingWidget(QWidget):
         self.last_result: Any = None
         self.extra: dict[str, Any] = {}  # further TrainConfig fields (tests, power users)
         self._stop: threading.Event | None = None
-        self._out: Path | None = None
+        self._run: RunDir | None = None
         self._said, self._said_at, self._last_event = "", 0.0, 0.0
         self._running_step: int | None = None  # the iteration under way (for the ticker)
-        self._cancelled: dict | None = None     # the trainer's "cancelled" event
+        self._cancelled: ev.Cancelled | None = None  # the trainer's Cancelled event
         defaults = load_defaults()
 
         self.data = PathField("LIDC-style .npz or a case folder", "Data (*.npz)", folder=True)
@@ -236,40 +240,34 @@ class TrainingWidget(QWidget):
         self.load_button.clicked.connect(self.load_into_sampler)
 
     # ------------------------------------------------------------------ configs
-    def model_config(self):
-        """The model this dock would train: the run's own when resuming, the bundled one's
-        architecture when fine-tuning, else the preset's."""
+    def plan(self, *, require: bool = True):
+        """The run the form describes (`training.plan.plan_run`: a resume continues the run's
+        own model and recipe with the form's settings on top; the fine-tune choice takes the
+        bundled model's architecture and weights; else the preset's model). `require`: the
+        data and the output folder must be chosen."""
         from ..config import ModelConfig
-        from ..training.config import load_run_config
-        from ..weights_io import load_config, resolve_weights
-
-        out = self.out_dir.text()
-        run_json = Path(out) / "run.json" if out else None
-        if (self.resume.isChecked() and run_json is not None and run_json.is_file()
-                and (Path(out) / "checkpoint.pt").is_file()):
-            return load_run_config(run_json)[0]  # resume with the run's own model
-        if self.preset.currentText() == FINE_TUNE:
-            return load_config(resolve_weights("bundled"))[0]
-        return ModelConfig(**PRESETS[self.preset.currentText()])
-
-    def configs(self):
-        """(ModelConfig, TrainConfig, out_dir, resume) from the form."""
         from ..errors import InputError
-        from ..training.config import TrainConfig
+        from ..training.plan import plan_run
 
         data, out = self.data.text(), self.out_dir.text()
-        if not data:
+        if require and not data:
             raise InputError("Choose the training data (.npz or a case folder).")
-        if not out:
+        if require and not out:
             raise InputError("Choose an output folder.")
-        model_cfg = self.model_config()
-        init = "bundled" if self.preset.currentText() == FINE_TUNE else None
-        fields = {"data": data, "init": init, "val_data": self.val_data.text() or None,
+        fine_tune = self.preset.currentText() == FINE_TUNE
+        fields = {"data": data, "init": "bundled" if fine_tune else None,
+                  "val_data": self.val_data.text() or None,
                   "iterations": self.iterations.value(), "batch_size": self.batch_size.value(),
                   "lr": self.lr.value(), "val_every": self.val_every.value(),
                   "log_every": self.log_every.value(),
                   "device": self.device.currentText(), **self.extra}
-        return model_cfg, TrainConfig(**fields), out, self.resume.isChecked()
+        preset = None if fine_tune else ModelConfig(**PRESETS[self.preset.currentText()])
+        return plan_run(out, resume=self.resume.isChecked() and bool(out), new_model=preset,
+                        **fields)
+
+    def model_config(self):
+        """The model this dock would train (see `plan`)."""
+        return self.plan(require=False).model
 
     def _use_cases(self, folder: str) -> None:
         self.data.setText(folder)
@@ -284,20 +282,19 @@ class TrainingWidget(QWidget):
         if self.worker is not None:
             return self.worker
         try:
-            model_cfg, train_cfg, out, resume = self.configs()
+            plan = self.plan()
         except Exception as e:  # noqa: BLE001 - the user's input: say what is wrong
             notify_error(e)
             return None
         self._stop = threading.Event()
-        resuming = resume and (Path(out) / "checkpoint.pt").is_file()
-        if resuming:
-            self.plot.load(Path(out) / "log.csv")  # at once; again after the trainer's trim
+        if plan.resume:
+            self.plot.load(plan.out.log)  # at once; again after the trainer's trim
         else:
             self.plot.clear()
-        self.progress.setRange(0, train_cfg.iterations)
+        self.progress.setRange(0, plan.train.iterations)
         self.progress.setValue(0)
-        self.weights_path, self.last_result, self._out = None, None, Path(out)
-        worker = create_worker(training_job, model_cfg, train_cfg, out, resume, self._stop,
+        self.weights_path, self.last_result, self._run = None, None, plan.out
+        worker = create_worker(training_job, plan, self._stop,
                                _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(self._on_event)
         worker.returned.connect(self._on_done)
@@ -309,7 +306,7 @@ class TrainingWidget(QWidget):
         self.cancel_button.setEnabled(True)
         self.load_button.setEnabled(False)
         self._running_step, self._cancelled = None, None
-        self._say("Starting the training process")
+        self._say(f"Starting the training process: {plan.describe()}")
         self._ticker.start()
         worker.start()
         return worker
@@ -338,60 +335,53 @@ class TrainingWidget(QWidget):
             extra = f"; iteration {self._running_step} running ({since:.0f} s)"
         self.status.setText(self._said + extra)
 
-    def _on_event(self, e: dict | None) -> None:
-        if not e:
+    def _on_event(self, e: ev.Event | None) -> None:
+        if e is None:
             return
-        kind = e.get("kind")
-        if "step" in e and "total" in e:
-            self.progress.setValue(min(int(e["step"]), self.progress.maximum()))
-        if kind == "phase":
+        step, total = getattr(e, "step", None), getattr(e, "total", None)
+        if step is not None and total is not None:
+            self.progress.setValue(min(int(step), self.progress.maximum()))
+        if isinstance(e, ev.Phase):
             self._running_step = None
-            if e.get("phase") == "training":
-                self._say(f"iteration {int(e['step']) + 1:,} / {e['total']:,} running")
+            if e.phase == "training":
+                self._say(f"iteration {int(e.step) + 1:,} / {e.total:,} running")
             else:
-                self._say(e.get("text", e.get("phase", "")).capitalize())
-        elif kind in ("progress", "step") and e.get("s_per_it") is not None:
+                self._say((e.text or e.phase).capitalize())
+        elif isinstance(e, (ev.Progress, ev.Step)) and e.s_per_it is not None:
             self.plot.add(e)
             smooth = self.plot.smoothed()
             loss = (f"loss {smooth:.4g} (smoothed)" if smooth is not None
-                    else f"loss {e['loss']:.4g}")
-            self._running_step = int(e["step"]) + 1 if e["step"] < e["total"] else None
-            self._say(f"iteration {e['step']:,} / {e['total']:,} - {_rate(e['s_per_it'])} - "
-                      f"ETA {_eta(e.get('eta_s', 0))} - {loss}")
-        elif kind == "val":
-            v = e["val"]
-            self._say(f"validation at {e['step']:,}: GED {v['ged']:.4f}, "
-                      f"HM-IoU {v.get('hm_iou', float('nan')):.4f}")
+                    else f"loss {e.loss:.4g}")
+            self._running_step = e.step + 1 if e.step < e.total else None
+            self._say(f"iteration {e.step:,} / {e.total:,} - {_rate(e.s_per_it)} - "
+                      f"ETA {_eta(e.eta_s)} - {loss}")
+        elif isinstance(e, ev.Val):
+            self._say(f"validation at {e.step:,}: GED {e.val['ged']:.4f}, "
+                      f"HM-IoU {e.val.get('hm_iou', float('nan')):.4f}")
             self.plot.add(e)
-        elif kind == "resume":
-            rows = self.plot.load(self._out / "log.csv")
-            self._say(f"Resumed at iteration {e['step']:,} ({rows} log rows of history)")
-        elif kind == "cancelled":
+        elif isinstance(e, ev.Resume):
+            rows = self.plot.load(self._run.log)
+            self._say(f"Resumed at iteration {e.step:,} ({rows} log rows of history)")
+        elif isinstance(e, ev.Cancelled):
             self._cancelled = e
-            self._say(f"Stopped {e.get('where', '')}: iteration {e['step']:,} is saved")
+            self._say(f"Stopped {e.where}: iteration {e.step:,} is saved")
         else:
             self.plot.add(e)
 
-    def _weights_in(self, out: Path) -> Path | None:
-        for stem in ("best", "last"):
-            if (out / f"{stem}.safetensors").is_file():
-                return out / f"{stem}.safetensors"
-        return None
-
-    def _on_done(self, summary: dict) -> None:
-        self.last_result = summary
-        self.weights_path = self._weights_in(self._out)
-        self._say(f"Done: {summary['step']:,} iterations in "
-                  f"{_eta(summary.get('elapsed_s', 0))}; weights in {self._out}.")
-        self.finished.emit(summary)
+    def _on_done(self, result: TrainResult) -> None:
+        self.last_result = result
+        self.weights_path = result.weights
+        self._say(f"Done: {result.step:,} iterations in {_eta(result.elapsed_s)}; weights in "
+                  f"{result.out}.")
+        self.finished.emit(result)
 
     def _on_error(self, exc: BaseException) -> None:
         self.last_result = exc
-        self.weights_path = self._weights_in(self._out)
+        self.weights_path = self._run.weights()
         if isinstance(exc, Cancelled) and self._cancelled is not None:
             e = self._cancelled
-            self._say(f"Stopped {e.get('where', '')}: the checkpoint of iteration "
-                      f"{e['step']:,} is saved in {self._out}; Start with Resume continues.")
+            self._say(f"Stopped {e.where}: the checkpoint of iteration {e.step:,} is saved in "
+                      f"{self._run.root}; Start with Resume continues.")
         elif isinstance(exc, Cancelled):
             self._say(f"Stopped: {exc}.")
         else:
