@@ -8,8 +8,9 @@ one clear sentence: napari shows it as an error notification and the viewer keep
 Folders: npe2 offers a folder to every reader that accepts directories (filename patterns
 apply to files only), and napari's builtins accept all folders, so File > Open on a folder
 first asks which reader to use (napari's rule; "Remember this choice" keeps it for that
-folder). Chosen, this reader reads the DICOM series or says the folder contains none
-(tests/test_reader_folders.py).
+folder). Chosen, this reader reads the DICOM series or says the folder contains none.
+File > IO Utilities > "Open DICOM folder (AmbiSeg)..." (`widgets/open_folder.py`) skips the
+question (tests/test_reader_folders.py).
 """
 
 from __future__ import annotations
