@@ -64,7 +64,7 @@ def no_dialog(monkeypatch):
 
 def test_open_dicom_folder_command_skips_the_question(make_napari_viewer, tmp_path, monkeypatch,
                                                       no_dialog):
-    """File > IO Utilities > "Open DICOM folder (AmbiSeg)...": one message for an empty
+    """File > IO Utilities > "Open DICOM folder...": one message for an empty
     folder, the series for a DICOM folder, no reader dialog."""
     from napari._app_model import get_app_model
     from npe2 import PluginManifest

@@ -9,7 +9,7 @@ Folders: npe2 offers a folder to every reader that accepts directories (filename
 apply to files only), and napari's builtins accept all folders, so File > Open on a folder
 first asks which reader to use (napari's rule; "Remember this choice" keeps it for that
 folder). Chosen, this reader reads the DICOM series or says the folder contains none.
-File > IO Utilities > "Open DICOM folder (AmbiSeg)..." (`widgets/open_folder.py`) skips the
+File > IO Utilities > "Open DICOM folder..." (`widgets/open_folder.py`) skips the
 question (tests/test_reader_folders.py).
 """
 

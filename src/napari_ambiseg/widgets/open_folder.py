@@ -1,4 +1,4 @@
-"""File > IO Utilities > "Open DICOM folder (AmbiSeg)...": a folder straight to our reader.
+"""File > IO Utilities > "Open DICOM folder...": a folder straight to our reader.
 
 napari asks which reader to use for every folder, since its builtins accept all folders
 (see `_reader.py`). This command skips the question: the chosen folder goes to this plugin's
