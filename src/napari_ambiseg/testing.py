@@ -51,18 +51,14 @@ def save_tiny_weights(path: str | Path, seed: int = 0) -> Path:
     return save_weights(seg.model, seg.cfg, path, info={"note": "untrained tiny test model"})
 
 
-def write_ct_series(*args, **kwargs):
-    """Synthetic DICOM CT series: see :func:`napari_ambiseg.io.synthetic.write_ct_series`."""
-    from .io.synthetic import write_ct_series as write
+def __getattr__(name: str):
+    """`write_ct_series`, `ramp_volume`: the synthetic DICOM writer of `io.synthetic`, imported
+    on first use (it loads pydicom)."""
+    if name in ("write_ct_series", "ramp_volume"):
+        from .io import synthetic
 
-    return write(*args, **kwargs)
-
-
-def ramp_volume(shape: tuple[int, int, int]) -> np.ndarray:
-    """See :func:`napari_ambiseg.io.synthetic.ramp_volume`."""
-    from .io.synthetic import ramp_volume as ramp
-
-    return ramp(shape)
+        return getattr(synthetic, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def disk(shape: int | tuple[int, int], radius: float,
