@@ -1,18 +1,20 @@
 """Re-make the user guide's screenshots (docs/img/*.png) from the real widgets.
 
     python docs/make_screenshots.py [--weights FILE.safetensors] [--out docs/img]
-                                    [--only radiologist annotator researcher]
+                                    [--only radiologist annotator researcher volume]
 
 Runs headless (starts Xvfb through pyvirtualdisplay when no DISPLAY is set). Uses the bundled
 weights, or --weights. Without any weights it falls back to a *scripted stand-in* (fixed
 disks at the prompt, in three groups of 9, 5 and 2 of 16) so the screenshots still show the
 workflow; those images are stamped "illustration: scripted stand-in, not model output", and
-docs/img/provenance.txt says which model made them. Re-run when the weights land.
+docs/img/provenance.txt says which model (and weights file digest) made each of them; a
+re-made shot updates its own line only. Re-run when the weights land.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import tempfile
 from pathlib import Path
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-SHOTS = ("radiologist", "annotator", "researcher")
+SHOTS = ("radiologist", "annotator", "researcher", "volume")
 STAMP = "illustration: scripted stand-in, not model output"
 
 
@@ -31,10 +33,19 @@ def pick_model(weights: str | None):
     from napari_ambiseg.testing import ScriptedSegmenter
 
     try:
-        return Segmenter.load(weights, "auto"), weights or "bundled LIDC model", False
+        seg = Segmenter.load(weights, "auto")
     except WeightsError as e:
         print(f"make_screenshots: {e}; using the scripted stand-in", file=sys.stderr)
         return ScriptedSegmenter(radii=(3, 6, 0)), "scripted stand-in (no weights)", True
+    return seg, weights or "bundled LIDC model", False
+
+
+def weights_digest(weights: str | None) -> str:
+    """Start of the weights file's SHA-256: which weights made a shot (provenance)."""
+    from napari_ambiseg.weights_io import resolve_weights
+
+    path = resolve_weights(weights).expanduser()
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
 def viewer_with_ct(stamp: bool):
@@ -51,12 +62,13 @@ def viewer_with_ct(stamp: bool):
     return viewer, image
 
 
-def sample(viewer, image, segmenter, name):
-    """The sampling and gallery docks, run once at the demo point."""
+def sample(viewer, image, segmenter, name, slices: str = "current"):
+    """The sampling and gallery docks, run once at the demo point (`slices`: the dock's
+    choice, e.g. "follow" for the whole finding)."""
     from napari_ambiseg.widgets.demo import sample_demo_point
 
     try:
-        sampler, gallery = sample_demo_point(viewer, image, segmenter, name)
+        sampler, gallery = sample_demo_point(viewer, image, segmenter, name, slices=slices)
     except RuntimeError as e:
         raise SystemExit(f"make_screenshots: {e}") from None
     viewer.reset_view()
@@ -132,6 +144,54 @@ def researcher(out: Path) -> None:
     viewer.close()
 
 
+def volume(out: Path, segmenter, name, stand_in) -> None:
+    """The demo nodule as a volume: the whole finding followed up and down from the readers'
+    agreement slice, its 3D modes with their sizes (mm^3, long axis) in the gallery."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QDockWidget
+
+    from napari_ambiseg.widgets.demo import settle
+
+    viewer, image = viewer_with_ct(stand_in)
+    sampler, gallery = sample(viewer, image, segmenter, name, slices="follow")
+    # the gallery alone on the right, full height, so that several modes' sizes show; the
+    # sampling dock (Slices: whole finding) under the layer list, the layer controls hidden
+    dock = sampler.parentWidget()
+    while not isinstance(dock, QDockWidget):
+        dock = dock.parentWidget()
+    viewer.window._qt_viewer.dockLayerControls.hide()
+    viewer.window._qt_window.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
+    info = gallery.current()[1]
+    for rank, size in enumerate(info["mode_sizes"], start=1):  # what the headers show
+        print(f"volume: slices {info['z0']}+, mode {rank} - {size['count']} of {info['n']}: "
+              f"{size['text']}; slices {size.get('slices')}")
+    gallery.select(info["modes"][0][0])
+    settle()  # lay the gallery out, then scroll its mode 1 to the top (readers' row above)
+    first = gallery.headers[-len(info["modes"])]
+    gallery.scroll.verticalScrollBar().setValue(first.parentWidget().y())
+    prompt = viewer.layers["prompt"]
+    viewer.scene.camera.center = tuple(prompt.data_to_world(prompt.data[-1])[-2:])
+    viewer.scene.camera.zoom *= 1.6
+    shoot(viewer, out / "volume.png")
+    viewer.close()
+
+
+PROVENANCE_END = "made by docs/make_screenshots.py"
+
+
+def record_provenance(out: Path, made: dict[str, str]) -> None:
+    """Update docs/img/provenance.txt: one "<file>.png: <how it was made>" line per shot,
+    the lines of shots not re-made this time kept."""
+    path, lines = out / "provenance.txt", {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            files, sep, how = line.partition(": ")
+            if sep and files.endswith(".png"):
+                lines.update(dict.fromkeys(files.split(", "), how))
+    lines.update(made)
+    path.write_text("".join(f"{f}: {how}\n" for f, how in lines.items()) + PROVENANCE_END + "\n")
+
+
 def main() -> int:
     from napari_ambiseg.widgets.demo import ensure_display
 
@@ -146,18 +206,18 @@ def main() -> int:
     display = ensure_display()
     try:
         segmenter, name, stand_in = pick_model(a.weights)
-        if "radiologist" in a.only:
-            radiologist(out, segmenter, name, stand_in)
-        if "annotator" in a.only:
-            annotator(out, segmenter, name, stand_in)
-        if "researcher" in a.only:
-            researcher(out)
-        if {"radiologist", "annotator"} <= set(a.only):
-            (out / "provenance.txt").write_text(
-                f"radiologist.png, annotator.png: {name}"
-                + (f" ({STAMP})" if stand_in else "") + "\n"
-                "researcher.png: a 60-iteration run of the tiny preset on synthetic data\n"
-                "made by docs/make_screenshots.py\n")
+        model = f"{name} ({STAMP if stand_in else 'sha256 ' + weights_digest(a.weights)})"
+        shots = {"radiologist": (radiologist, model), "annotator": (annotator, model),
+                 "volume": (volume, f"{model}; whole finding followed from the readers' "
+                                    "agreement slice (--only volume)"),
+                 "researcher": (lambda o, *_: researcher(o), "a 60-iteration run of the tiny "
+                                "preset on synthetic data")}
+        made = {}
+        for shot in a.only:
+            make, how = shots[shot]
+            make(out, segmenter, name, stand_in)
+            made[f"{shot}.png"] = how
+        record_provenance(out, made)
     finally:
         if display is not None:
             display.stop()

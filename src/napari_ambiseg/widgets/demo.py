@@ -170,10 +170,15 @@ def settle(ms: int = 700) -> None:
 
 
 def sample_demo_point(viewer, image, segmenter, name: str, n: int | None = None,
-                      steps: int | None = None):
+                      steps: int | None = None, slices: str = "current"):
     """Add the prompt and the docks, sample the agreement slice at the readers' centre (the
     image centre on the current slice when `image` has no readers) and wait;
-    (sampler, gallery). Raises RuntimeError if sampling cannot start or fails."""
+    (sampler, gallery). `slices`: the dock's choice for a volume ("current", "range" or
+    "follow": the whole finding from that slice). Raises RuntimeError if sampling cannot
+    start or fails."""
+    from .layers import geometry
+    from .sampling import SLICE_MODES
+
     readers = readers_of(viewer, image)
     if readers is not None:
         z, row, col = demo_target(np.asarray(readers.data))
@@ -184,8 +189,9 @@ def sample_demo_point(viewer, image, segmenter, name: str, n: int | None = None,
 
         h, w = image.data.shape[-2:]
         where = ((current_slice(viewer, image),) if image.ndim == 3 else ()) + (h // 2, w // 2)
-    point = viewer.add_points([image.data_to_world(where)], name="prompt", size=2,
-                              face_color="cyan", symbol="cross")
+    # on the image's grid: the slice slider keeps the image's steps (slice numbers)
+    point = viewer.add_points([where], name="prompt", size=2, face_color="cyan",
+                              symbol="cross", **geometry(image))
     sampler, gallery = add_docks(viewer)
     gallery.setMinimumHeight(420)
     sampler.set_segmenter(segmenter, name)
@@ -195,6 +201,7 @@ def sample_demo_point(viewer, image, segmenter, name: str, n: int | None = None,
         sampler.steps.setValue(steps)
     sampler.image.set_value(image)
     sampler.where.set_value(point)
+    sampler.slices.setCurrentIndex([key for _, key in SLICE_MODES].index(slices))
     if sampler.run() is None:
         raise RuntimeError(f"could not start: {sampler.last_error}")
     wait_for(sampler.done, timeout_s=600)
@@ -213,7 +220,8 @@ def focus(viewer, image, zoom: float = 1.6) -> None:
         samples.visible = False
     viewer.reset_view()
     if "prompt" in viewer.layers and len(viewer.layers["prompt"].data):
-        viewer.scene.camera.center = tuple(viewer.layers["prompt"].data[-1][-2:])
+        prompt = viewer.layers["prompt"]
+        viewer.scene.camera.center = tuple(prompt.data_to_world(prompt.data[-1])[-2:])
         viewer.scene.camera.zoom *= zoom
     viewer.layers.selection.active = image
     readers = readers_of(viewer, image)
