@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from napari_ambiseg.diffusion import Schedule, convert, loss_weight, sample_masks, time_grid
+from napari_ambiseg.diffusion import Denoiser, Schedule, convert, loss_weight, sample_masks, time_grid
 from napari_ambiseg.errors import Cancelled
 
 
@@ -87,10 +87,13 @@ def _run(sampler, seed, steps=10, calls=None, target=None, prediction="x"):
     def denoise(x_t, logsnr):
         if calls is not None:
             calls.append(float(logsnr[0]))
-        return target.expand_as(x_t) if target is not None else torch.tanh(x_t)
+        if target is not None and prediction == "x":  # a perfect denoiser: x_hat is the target
+            return target.expand_as(x_t)
+        raw = target.expand_as(x_t) if target is not None else x_t
+        return Denoiser(prediction).x_hat(raw, x_t, logsnr)
 
     return sample_masks(denoise, Schedule("cosine", 0.1), (3, 1, 8, 8), steps=steps,
-                        prediction=prediction, sampler=sampler,
+                        sampler=sampler,
                         generator=torch.Generator().manual_seed(seed))
 
 
@@ -118,6 +121,6 @@ def test_sampler_cancel():
         return torch.zeros_like(x_t)
 
     with pytest.raises(Cancelled):
-        sample_masks(denoise, Schedule(), (1, 1, 4, 4), steps=10, prediction="x",
+        sample_masks(denoise, Schedule(), (1, 1, 4, 4), steps=10,
                      should_stop=lambda: len(calls) >= 2)
     assert len(calls) == 2

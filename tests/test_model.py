@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from napari_ambiseg.diffusion import Denoiser
 from napari_ambiseg.models import build_model
 from napari_ambiseg.models.network import Gaussian
 from napari_ambiseg.testing import tiny_config
@@ -19,7 +20,9 @@ def test_forward_shapes_and_x_head_range():
     m = _randomised(build_model(cfg))
     out, kl, _ = m(torch.randn(4, 1, 32, 32), torch.zeros(4), torch.randn(4, 1, 32, 32))
     assert out.shape == (4, 1, 32, 32) and kl.shape == (4,) and (kl == 0).all()
-    assert out.abs().max() <= 1  # x-prediction through tanh
+    x_hat = Denoiser.from_config(cfg).x_hat(out * 10, torch.randn(4, 1, 32, 32), torch.zeros(4))
+    assert x_hat.abs().max() <= 1  # x-prediction: the raw output goes through tanh in Denoiser
+    assert torch.allclose(x_hat, torch.tanh(out * 10))
 
 
 def test_image_features_broadcast_over_samples():

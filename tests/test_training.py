@@ -201,7 +201,7 @@ def test_trained_latent_carries_the_rater_choice(tmp_path):
     """CIMD's ambiguity latent, trained: z from the posterior of a core outline gives core
     outlines, z from the posterior of a halo outline gives halo outlines, and z from the prior
     gives both in the raters' proportions."""
-    from napari_ambiseg.diffusion import Schedule, sample_masks
+    from napari_ambiseg.diffusion import Denoiser, Schedule, sample_masks
 
     data = two_mode_data(k=16, frac_a=0.7)
     train(tiny_config(latent_dim=4, kl_weight=0.01),
@@ -216,8 +216,11 @@ def test_trained_latent_carries_the_rater_choice(tmp_path):
         feats = model.encode_image(image)
         for name, mask in (("core", shapes[0]), ("halo", shapes[1])):
             z = model.latent.posterior(image, torch.from_numpy(mask * 2.0 - 1)[None, None].float())
-            x = sample_masks(lambda x_t, logsnr, z=z: model.denoise(x_t, logsnr, feats, z.mu.expand(40, -1)),
-                             Schedule.from_config(cfg), (40, 1, 32, 32), steps=10, prediction="x",
+            def x_hat(x_t, logsnr, z=z):
+                raw = model.denoise(x_t, logsnr, feats, z.mu.expand(40, -1))
+                return Denoiser.from_config(cfg).x_hat(raw, x_t, logsnr)
+
+            x = sample_masks(x_hat, Schedule.from_config(cfg), (40, 1, 32, 32), steps=10,
                              generator=torch.Generator().manual_seed(0))
             iou = pairwise_iou((x[:, 0] > 0).numpy(), shapes)
             frac_core[name] = (iou[:, 0] > iou[:, 1]).mean()

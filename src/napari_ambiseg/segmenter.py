@@ -12,7 +12,7 @@ import torch
 
 from .config import ModelConfig
 from .device import autocast, resolve_device
-from .diffusion import Schedule, sample_masks
+from .diffusion import Denoiser, Schedule, sample_masks
 from .errors import InputError
 from .geometry import Region, region_for
 from .io.preprocess import check_image_2d, guess_modality, to_model_scale, to_network_input
@@ -38,6 +38,7 @@ class Segmenter:
         if self.device.type == "cpu":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.schedule = Schedule.from_config(cfg)
+        self.denoiser = Denoiser.from_config(cfg)
 
     @classmethod
     def load(cls, weights: str | os.PathLike | None = None, device: str | None = "auto"):
@@ -141,7 +142,8 @@ class Segmenter:
                 nb, has = nb.to(self.device), torch.ones(m, device=self.device)
 
             def denoise(x_t, logsnr):
-                return self.model.denoise(x_t, logsnr, feats, z, nb, has)
+                raw = self.model.denoise(x_t, logsnr, feats, z, nb, has)
+                return self.denoiser.x_hat(raw, x_t, logsnr)
 
             def noise_kept(sub_shape):  # the noise of all samples, then the kept ones
                 return noise((b * n, *sub_shape[1:]))[idx]
@@ -149,7 +151,7 @@ class Segmenter:
             if m:
                 x_hat[idx] = sample_masks(
                     denoise, self.schedule, (m, *shape[1:]), steps=steps,
-                    prediction=cfg.prediction, sampler=sampler or cfg.sampler,
+                    sampler=sampler or cfg.sampler,
                     generator=generator, device=self.device, on_step=progress,
                     should_stop=should_stop, noise=noise if every else noise_kept).float().cpu()
             elif progress is not None:

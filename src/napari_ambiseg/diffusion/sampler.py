@@ -13,10 +13,9 @@ from collections.abc import Callable
 
 import torch
 
-from .parameterization import x_from_prediction
 from .schedule import Schedule
 
-# denoise(x_t, logsnr) -> raw network output of the model's prediction type
+# denoise(x_t, logsnr) -> x_0 estimate (a network behind `Denoiser.x_hat`)
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -28,12 +27,12 @@ def time_grid(steps: int) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_masks(denoise: Denoise, schedule: Schedule, shape: tuple[int, ...], *, steps: int,
-                 prediction: str, sampler: str = "ddpm",
+                 sampler: str = "ddpm",
                  generator: torch.Generator | None = None, device: torch.device | str = "cpu",
                  on_step: Callable[[int, int], None] | None = None,
                  should_stop: Callable[[], bool] | None = None,
                  noise: Callable[[tuple[int, ...]], torch.Tensor] | None = None) -> torch.Tensor:
-    """Draw x_0 estimates (in [-1, 1] for x-prediction) of the given shape.
+    """Draw x_0 estimates of the given shape (clamped to [-1, 1]).
 
     `on_step(i, steps)` is called after each network evaluation; `should_stop()` is checked
     before each one and stops early (raising `Cancelled`). `noise(shape)` draws the standard
@@ -54,8 +53,7 @@ def sample_masks(denoise: Denoise, schedule: Schedule, shape: tuple[int, ...], *
             raise Cancelled("sampling cancelled")
         l_t, l_s = logsnrs[i], logsnrs[i + 1]
         alpha_t, sigma_t = Schedule.alpha_sigma(l_t)
-        out = denoise(x, l_t.expand(shape[0]))
-        x_hat = x_from_prediction(out.float(), x, alpha_t, sigma_t, prediction).clamp(-1.0, 1.0)
+        x_hat = denoise(x, l_t.expand(shape[0])).float().clamp(-1.0, 1.0)
         if on_step is not None:
             on_step(i + 1, steps)
         if i == steps - 1:

@@ -5,7 +5,8 @@ The cost is split so that the work done per sample and per step is small:
   of the crop size; they are reused by every sample and every step.
 - `MaskDenoiser` sees the noisy mask folded 2x2 into channels (space-to-depth), so its
   finest level is at half resolution, adds the image features at each level, and is
-  conditioned on the noise level and (optionally) on an ambiguity latent z through FiLM.
+  conditioned on the noise level and (optionally) on an ambiguity latent z through FiLM; its raw
+  output is read through `diffusion.Denoiser` (prediction type, tanh for x-prediction).
 - `ExistenceHead` (optional): p(finding | crop) from the pooled deepest image features, trained
   with a proper scoring rule (BCE on the readers' non-empty share); sampling draws "is there a
   finding" per sample from it, then the outline (docs/model_card.md, "Existence").
@@ -105,10 +106,6 @@ class Gaussian:
     mu: torch.Tensor
     logvar: torch.Tensor
 
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        eps = torch.randn(self.mu.shape, generator=generator, device="cpu").to(self.mu)
-        return self.mu + (0.5 * self.logvar).exp() * eps
-
     def rsample(self) -> torch.Tensor:
         return self.mu + (0.5 * self.logvar).exp() * torch.randn_like(self.mu)
 
@@ -193,7 +190,8 @@ class AmbiSegNet(nn.Module):
     def denoise(self, x_t: torch.Tensor, logsnr: torch.Tensor, feats: list[torch.Tensor],
                 z: torch.Tensor | None = None, neighbour: torch.Tensor | None = None,
                 has_neighbour: torch.Tensor | None = None) -> torch.Tensor:
-        """One network evaluation. feats may have batch 1 (broadcast to the samples).
+        """One network evaluation: the raw output of the model's prediction type
+        (`diffusion.Denoiser` turns it into x_hat). feats may have batch 1 (broadcast).
 
         `neighbour` (B, 1, H, W) in {-1, +1}: the same sample's mask on the adjacent slice,
         used where `has_neighbour` (B,) is true (ignored by models without conditioning)."""
@@ -207,8 +205,7 @@ class AmbiSegNet(nn.Module):
             neighbour = neighbour * has.view(-1, 1, 1, 1).to(neighbour.dtype)
         else:
             neighbour = None
-        out = self.denoiser(x_t, feats, emb, neighbour)
-        return torch.tanh(out) if self.cfg.prediction == "x" else out
+        return self.denoiser(x_t, feats, emb, neighbour)  # raw: `diffusion.Denoiser` reads it
 
     def forward(self, x_t: torch.Tensor, logsnr: torch.Tensor, image: torch.Tensor,
                 mask: torch.Tensor | None = None, neighbour: torch.Tensor | None = None,

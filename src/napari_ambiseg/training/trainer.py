@@ -27,8 +27,7 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig
 from ..device import autocast, resolve_device
-from ..diffusion import Schedule, x_from_prediction
-from ..diffusion.parameterization import loss_weight
+from ..diffusion import Denoiser, Schedule
 from ..errors import Cancelled, InputError
 from ..io.atomic import atomic_write_bytes
 from ..models import build_model
@@ -88,10 +87,7 @@ def diffusion_loss(model, schedule: Schedule, cfg: ModelConfig, image: torch.Ten
     t, noise = t.to(mask.device), noise.to(mask.device)
     x_t, _, logsnr = schedule.add_noise(mask, t, noise)
     out, kl, logit = model(x_t, logsnr, image, mask, neighbour, has_neighbour)
-    alpha, sigma = Schedule.alpha_sigma(logsnr.view(-1, 1, 1, 1))
-    x_hat = x_from_prediction(out.float(), x_t, alpha, sigma, cfg.prediction)
-    w = loss_weight(logsnr, cfg.loss_weighting, cfg.sigmoid_bias)
-    per_item = w * ((x_hat - mask) ** 2).mean((1, 2, 3))
+    per_item = Denoiser.from_config(cfg).loss(out, x_t, mask, logsnr)
     keep = torch.ones_like(per_item) if learn_outline is None else learn_outline.to(per_item)
     terms = {"loss": (per_item * keep).sum() / keep.sum().clamp_min(1.0), "kl": kl.mean(),
              "bce": per_item.new_zeros(())}
