@@ -27,6 +27,7 @@ import numpy as np
 from ..errors import InputError
 
 IMAGE_EXTS = (".png", ".npy", ".nii.gz", ".nii")
+DATA_INTENSITY = "8bit"  # every MultiRaterData image is on the model's 8-bit scale (see above)
 
 
 @dataclass

@@ -5,32 +5,32 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import torch
 
 from .. import metrics
-from ..geometry import region_for
 from ..segmenter import Segmenter
-from .data import MultiRaterData
+from .data import DATA_INTENSITY, MultiRaterData
 
 
-def sample_dataset(seg: Segmenter, data: MultiRaterData, n: int = 16, steps: int | None = None,
-                   seed: int = 0, batch_images: int = 8, sampler: str | None = None,
+def sample_dataset(seg: Segmenter, data: MultiRaterData, n: int | None = None,
+                   steps: int | None = None, seed: int = 0, batch_images: int = 8,
+                   sampler: str | None = None,
                    progress: Callable[[int, int], None] | None = None,
                    should_stop: Callable[[], bool] | None = None) -> np.ndarray:
-    """Samples (K, N, H, W) bool, each image sampled at its centre (the nodule crops' centre)."""
+    """Samples (K, N, H, W) bool, each image sampled at its centre (the nodule crops' centre)
+    through `Segmenter.sample_slices`, `batch_images` images per batch; N and steps default
+    to the model's."""
     k, h, w = data.images.shape
-    region = region_for((h, w), seg.cfg.crop_size)
+    n = seg.cfg.n_samples if n is None else n
     out = np.zeros((k, n, h, w), bool)
     for start in range(0, k, batch_images):
-        stop = min(start + batch_images, k)
-        x_in = torch.cat([seg.prepare(data.images[i].astype(np.float32), region, "8bit")
-                          for i in range(start, stop)])
-        x_hat = seg.draw(x_in, n, steps or seg.cfg.steps, seed + start, sampler=sampler,
-                         should_stop=should_stop)
-        for j, i in enumerate(range(start, stop)):
-            out[i] = region.paste(x_hat[j], (h, w)) > 0
+        zs = range(start, min(start + batch_images, k))
+        slices = seg.sample_slices(data.images, zs, [(None, None)] * len(zs), n, steps, seed,
+                                   modality=DATA_INTENSITY, sampler=sampler,
+                                   should_stop=should_stop, max_batch=len(zs) * n)
+        for i, (masks, _) in zip(zs, slices):
+            out[i] = masks
         if progress is not None:
-            progress(stop, k)
+            progress(zs.stop, k)
     return out
 
 
@@ -44,9 +44,10 @@ def evaluate_samples(samples: np.ndarray, data: MultiRaterData) -> dict:
     return result, cal
 
 
-def evaluate_model(seg: Segmenter, data: MultiRaterData, n: int = 16, steps: int | None = None,
-                   seed: int = 0, **kw) -> dict:
+def evaluate_model(seg: Segmenter, data: MultiRaterData, n: int | None = None,
+                   steps: int | None = None, seed: int = 0, **kw) -> dict:
     samples = sample_dataset(seg, data, n, steps, seed, **kw)
     result, _ = evaluate_samples(samples, data)
-    result.update(n=n, steps=steps or seg.cfg.steps, sampler=kw.get("sampler") or seg.cfg.sampler)
+    result.update(n=samples.shape[1], steps=steps or seg.cfg.steps,
+                  sampler=kw.get("sampler") or seg.cfg.sampler)
     return result
