@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..volume_metrics import reader_links
 from .data import MultiRaterData
 
 
@@ -69,6 +68,8 @@ def nodule_stacks(index_csv: str | Path, split: str) -> list[np.ndarray]:
 def neighbour_pairs(masks: np.ndarray, stacks: list[np.ndarray]) -> np.ndarray:
     """(P, 4) int: row, reader, neighbour row, neighbour reader, for every pair of adjacent
     slices (both directions) on which one linked reader track marked both."""
+    from ..volume_metrics import reader_links  # scipy's optimiser: only for 3D models
+
     marked = masks.reshape(*masks.shape[:2], -1).any(-1)
     out = []
     for rows in stacks:
