@@ -148,6 +148,13 @@ def cost(seg, stacks: list[dict], n: int, steps: int | None, repeats: int = 3) -
             "repeats": repeats}
 
 
+def steps_after(s: dict) -> str:
+    """How many steps the neighbour-conditioned slices took (coherent method only)."""
+    if s.get("method") != "coherent":
+        return ""
+    return f" and {s['neighbour_steps']} on the others"
+
+
 def report(summary: dict, rows: list[dict], cost_: dict, command: str) -> str:
     s = summary
     lines = [
@@ -156,8 +163,9 @@ def report(summary: dict, rows: list[dict], cost_: dict, command: str) -> str:
         f"Command: `{command}`  ",
         f"Machine: {machine()}.",
         "",
-        f"{s['stacks']} `test` nodule stacks (>= {s.get('min_slices', 4)} slices), N = {s['n']}, "
-        f"{s['steps']} steps, seed 0, every stack sampled as one slice range with the core "
+        f"{s['stacks']} `{s.get('split', 'test')}` nodule stacks (>= {s.get('min_slices', 4)} "
+        f"slices), N = {s['n']}, {s['steps']} steps on the prompt slice"
+        f"{steps_after(s)}, seed 0, every stack sampled as one slice range with the core "
         f"volume sampler, prompted on its middle slice ({METHODS[s.get('method', 'per-slice')]}). "
         "Readers are linked into 3D tracks (Hungarian, maximum Dice with each "
         "track's last non-empty outline); definitions in `src/napari_ambiseg/volume_metrics.py`.",
