@@ -5,7 +5,10 @@ import pytest
 
 from napari_ambiseg.segmenter import Segmenter
 from napari_ambiseg.training.data import load_npz
-from napari_ambiseg.training.evaluate import evaluate_model
+from napari_ambiseg.training.evaluate import evaluate_model, sample_dataset
+from napari_ambiseg.training.examples import nodule_stacks
+from napari_ambiseg.volume_metrics import link_readers, slice_dice
+from napari_ambiseg.volume_sampling import Prompt, Request, sample_request
 from napari_ambiseg.weights_io import bundled_weights_path
 
 pytestmark = pytest.mark.skipif(not bundled_weights_path().is_file(),
@@ -22,12 +25,45 @@ def test_bundled_model_loads_with_its_documented_recipe(seg):
     assert (cfg.prediction, cfg.schedule, cfg.input_scale, cfg.loss_weighting) == (
         "x", "cosine", 0.1, "snr+1")
     assert cfg.steps == 10 and cfg.crop_size == 64
+    # model 5: existence drawn per sample, coherent slabs with 3 steps past the prompt slice
+    assert cfg.existence_head and cfg.neighbour_conditioning and cfg.neighbour_steps == 3
+    assert seg.volume_method == "coherent"
     assert bundled_weights_path().stat().st_size < 50e6
 
 
-def test_bundled_model_quality_on_a_test_subset(seg, lidc_dir):
+@pytest.fixture(scope="module")
+def test_subset(lidc_dir):
     data = load_npz(lidc_dir / "test.npz")
-    sub = data.subset(np.linspace(0, len(data) - 1, 48).astype(int))
-    m = evaluate_model(seg, sub, n=16, steps=10, seed=0)
-    # measured on the full test split in docs/benchmarks.md; bounds leave room for the subset
-    assert m["ged"] < 0.35 and m["hm_iou"] > 0.50 and m["ece"] < 0.05
+    return data.subset(np.linspace(0, len(data) - 1, 48).astype(int))
+
+
+def test_bundled_model_quality_on_a_test_subset(seg, test_subset):
+    m = evaluate_model(seg, test_subset, n=16, steps=10, seed=0)
+    # these 48 slices measured 0.188 / 0.637 / 0.0007 (all 1526: 0.198 / 0.626 / 0.000,
+    # docs/benchmarks.md); the bounds leave room for other CPUs' arithmetic
+    assert m["ged"] < 0.22 and m["hm_iou"] > 0.60 and m["ece"] < 0.02
+
+
+def test_bundled_model_reads_whether_the_nodule_is_there(seg, test_subset):
+    samples = sample_dataset(seg, test_subset, 16, 10, seed=0)
+    outlined = test_subset.masks.reshape(len(test_subset), 4, -1).any(-1).sum(1)
+    empty = ~samples.reshape(*samples.shape[:2], -1).any(-1)
+    # measured 0.14 where all 4 readers outlined, 0.54 where 1 did (the readers: 0 and 0.75)
+    assert empty[outlined == 4].mean() < 0.25
+    assert empty[outlined == 1].mean() > empty[outlined == 4].mean() + 0.2
+
+
+def test_bundled_model_samples_one_3d_outline_per_sample(seg, lidc_dir):
+    data = load_npz(lidc_dir / "test.npz")
+    stacks = [rows for rows in nodule_stacks(lidc_dir / "index.csv", "test") if len(rows) >= 6]
+    for rows in stacks[:2]:
+        z = len(rows)
+        r = sample_request(seg, Request(data.images[rows], Prompt(z=z // 2), n=16, steps=10,
+                                        volume=True, slices=[0, z - 1], modality="8bit"))
+        filled = r.masks.reshape(16, z, -1).any(-1)
+        for f in filled[filled.any(1)]:  # each sample's slices are one connected run
+            first, last = np.argmax(f), z - 1 - np.argmax(f[::-1])
+            assert f[first:last + 1].all()
+        # more coherent than the linked readers (docs/benchmarks.md, Volumes: 0.754 vs 0.681)
+        readers = np.mean(slice_dice(link_readers(data.masks[rows].astype(bool))))
+        assert np.mean(slice_dice(r.masks)) > readers - 0.05
