@@ -24,6 +24,11 @@ def binary_entropy(p: np.ndarray) -> np.ndarray:
     return np.where((p <= 1e-7) | (p >= 1 - 1e-7), 0.0, h).astype(np.float32)
 
 
+def consensus(agreement: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Pixels marked by at least `threshold` of the samples (never the empty background)."""
+    return (agreement >= threshold) & (agreement > 0)
+
+
 @dataclass(eq=False)
 class SampleResult:
     """N sampled masks aligned with the source: a 2D image, or slices z0..z0+Z-1 of a volume."""
@@ -60,7 +65,7 @@ class SampleResult:
 
     def consensus(self, threshold: float = 0.5) -> np.ndarray:
         """Pixels marked by at least `threshold` of the samples (never the empty background)."""
-        return (self.agreement >= threshold) & (self.agreement > 0)
+        return consensus(self.agreement, threshold)
 
     def labelled(self) -> np.ndarray:
         """Samples as uint8 labels: each sample's pixels carry its mode's rank (1 = commonest)."""

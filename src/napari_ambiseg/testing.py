@@ -21,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import ModelConfig
+
 TINY = dict(crop_size=32, context_size=64, image_widths=(8, 16, 32), mask_widths=(8, 16, 32))
 
 
 def tiny_config(**overrides):
     """`ModelConfig` of the tiny model; `overrides` change single fields (e.g. latent_dim=4)."""
-    from .config import ModelConfig
 
     return ModelConfig(**(TINY | overrides))
 
@@ -110,7 +111,7 @@ class ScriptedSegmenter:
 
         image = np.asarray(image)
         shape = image.shape[:2]
-        n, steps = n or sum(self.groups), steps or 10
+        n, steps = n or sum(self.groups), steps or ModelConfig.steps
         if box is not None:
             center = ((box[0] + box[2]) / 2 - 0.5, (box[1] + box[3]) / 2 - 0.5)
         cy, cx = center if center is not None else (shape[0] // 2, shape[1] // 2)

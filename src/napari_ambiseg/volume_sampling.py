@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from .config import ModelConfig
 from .errors import Cancelled, InputError
 from .modes import find_modes
 from .result import SampleResult, binary_entropy
@@ -71,8 +72,8 @@ class Request:
 
 def _counts(seg, req: Request) -> tuple[int, int]:
     cfg = getattr(seg, "cfg", None)
-    n = req.n if req.n is not None else getattr(cfg, "n_samples", 16)
-    steps = req.steps if req.steps is not None else getattr(cfg, "steps", 10)
+    n = req.n if req.n is not None else getattr(cfg, "n_samples", ModelConfig.n_samples)
+    steps = req.steps if req.steps is not None else getattr(cfg, "steps", ModelConfig.steps)
     return int(n), int(steps)
 
 

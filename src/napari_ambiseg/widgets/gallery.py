@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
 
 from ..compare import compare_readers, report_text
 from ..modes import SPECK_PX, empty_or_speck
+from ..result import consensus
 from . import layers as L
 from ._qt import LayerChoice, notify_error
 from .recovery import RecoveryBanner, protect
@@ -415,7 +416,7 @@ class GalleryWidget(QWidget):
             return None
         t = self.threshold.value() if threshold is None else float(threshold)
         agreement = L.sample_masks(cur[0]).mean(0)
-        return self._adopt((agreement >= t) & (agreement > 0), f"consensus >= {t:.2f}")
+        return self._adopt(consensus(agreement, t), f"consensus >= {t:.2f}")
 
     def confirm(self, target) -> bool:
         """Ask before writing into an existing Labels layer."""
