@@ -19,7 +19,6 @@ import csv
 import json
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _report import machine, write_section  # noqa: E402
 
 from napari_ambiseg.segmenter import Segmenter  # noqa: E402
+from napari_ambiseg.training.examples import nodule_stacks  # noqa: E402
 from napari_ambiseg.volume_metrics import link_readers, stack_metrics  # noqa: E402
 from napari_ambiseg.volume_sampling import Prompt, Request, sample_request  # noqa: E402
 
@@ -52,19 +52,16 @@ def _float(text: str) -> float | None:
 def lidc_stacks(split: str = "test", min_slices: int = 4, root: Path = LIDC) -> list[dict]:
     """Nodule stacks of a split: images (Z, H, W) uint8, masks (Z, R, H, W), spacing (z, y, x)
     in mm or None, in index.csv order."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
     with open(root / "index.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            if row["split"] == split:
-                groups[row["patient_id"], int(row["nodule"])].append(row)
+        records = {int(r["row"]): r for r in csv.DictReader(f) if r["split"] == split}
     with np.load(root / f"{split}.npz", allow_pickle=False) as d:
         images, masks = d["images"], d["masks"]
     stacks = []
-    for (patient, nodule), rows in groups.items():
-        rows.sort(key=lambda r: int(r["slice"]))
-        if len(rows) < min_slices:
+    for idx in nodule_stacks(root / "index.csv", split):
+        if len(idx) < min_slices:
             continue
-        idx = [int(r["row"]) for r in rows]
+        rows = [records[i] for i in idx]
+        patient, nodule = rows[0]["patient_id"], rows[0]["nodule"]
         z = [_float(r["z_mm"]) for r in rows]
         dz = (float(np.median(np.abs(np.diff(z)))) if None not in z
               else _float(rows[0]["slice_thickness"]))

@@ -136,13 +136,13 @@ class Segmenter:
                 feats = [f.repeat_interleave(n, 0)[idx.to(self.device)] for f in feats]
             if z is not None:
                 z = z[idx.to(self.device)]
-            nb = has = None
+            nb = None  # every kept sample has its neighbour
             if neighbour is not None and m:
                 nb = torch.as_tensor(np.asarray(neighbour, np.float32)).reshape(shape)[idx]
-                nb, has = nb.to(self.device), torch.ones(m, device=self.device)
+                nb = nb.to(self.device)
 
             def denoise(x_t, logsnr):
-                raw = self.model.denoise(x_t, logsnr, feats, z, nb, has)
+                raw = self.model.denoise(x_t, logsnr, feats, z, nb)
                 return self.denoiser.x_hat(raw, x_t, logsnr)
 
             def noise_kept(sub_shape):  # the noise of all samples, then the kept ones

@@ -186,18 +186,17 @@ def sample_volume(seg, req: Request, progress: Progress | None = None,
                 masks[z], bounds[z] = m, b
             nxt = []
             for z in wave:
-                if not req.propagate:
-                    c, follow = masks[z].any(0), False
-                elif coherent:  # go on while any hypothesis goes on; centre on the agreed part
+                c = None  # a slice range keeps the prompt; following needs a consensus
+                if req.propagate and coherent:  # on while any hypothesis goes on
                     share = masks[z].mean(0)
-                    c, follow = share >= share.max() / 2, True
-                else:
-                    c, follow = (masks[z].mean(0) >= req.consensus) & masks[z].any(0), True
+                    c = share >= share.max() / 2
+                elif req.propagate:
+                    c = (masks[z].mean(0) >= req.consensus) & masks[z].any(0)
                 for step in ((1, -1) if heading[z] == 0 else (heading[z],)):
                     nz = z + step
-                    if ((c.any() or not follow) and lo <= nz <= hi
+                    if ((c is None or c.any()) and lo <= nz <= hi
                             and abs(nz - start) <= req.max_slices and nz not in masks):
-                        prompts[nz] = follow_prompt(c, prompts[z]) if follow else req.prompt
+                        prompts[nz] = req.prompt if c is None else follow_prompt(c, prompts[z])
                         heading[nz] = step
                         nxt.append(nz)
             wave = nxt

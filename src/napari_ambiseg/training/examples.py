@@ -122,8 +122,8 @@ class TrainingExamples:
                      (~has).astype(np.float32))
 
 
-def examples_for(data: MultiRaterData, cfg, index_csv: str | Path | None, split: str = "train",
-                 p_neighbour: float = 0.5) -> TrainingExamples:
+def examples_for(data: MultiRaterData, cfg, index_csv: str | Path | None, split: str,
+                 p_neighbour: float) -> TrainingExamples:
     """The items a model config trains on; neighbour pairs need the volume index (LIDC
     `index.csv`), else a 3D model trains its slices as plain items only."""
     pairs = None
