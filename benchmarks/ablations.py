@@ -1,7 +1,7 @@
 """Ablations under one equal budget: prediction type, input scale b, the CIMD latent.
 
     python benchmarks/ablations.py --runs /path/to/runs [--iterations 1500] [--batch-size 16]
-        [--val-limit 200] [--only x,eps] [--write-doc]
+        [--val-limit 200] [--only x,eps] [--write-doc [--section ablations]]
 
 Each variant changes one thing from the default recipe (x-prediction, b = 0.1, v-loss
 weighting SNR+1, no latent) and trains with the same iterations, batch, lr schedule and seed;
@@ -50,6 +50,8 @@ def main() -> None:
     ap.add_argument("--val-limit", type=int, default=200)
     ap.add_argument("--only", default=",".join(VARIANTS))
     ap.add_argument("--write-doc", action="store_true")
+    ap.add_argument("--section", default="ablations",
+                    help="docs/benchmarks.md section to write (one per budget)")
     args = ap.parse_args()
 
     train_data = load_npz(LIDC / "train.npz")
@@ -82,11 +84,11 @@ def main() -> None:
               f"{m['train_s']} |" for k, m in results.items()]
     lines += ["", f"Machine: {machine()}.", f"Command: `python benchmarks/ablations.py --runs RUNS "
               f"--iterations {args.iterations} --batch-size {args.batch_size} --val-limit "
-              f"{args.val_limit} --write-doc`"]
+              f"{args.val_limit} --write-doc --section {args.section}`"]
     text = "\n".join(lines)
     print(text)
     if args.write_doc:
-        write_section("ablations", text)
+        write_section(args.section, text)
 
 
 if __name__ == "__main__":
