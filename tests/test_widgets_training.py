@@ -179,3 +179,43 @@ def test_fine_tune_preset_starts_from_the_bundled_weights(make_napari_viewer, tm
     assert plan.model == load_config(resolve_weights("bundled"))[0]
     w.preset.setCurrentText("tiny (smoke tests)")
     assert w.plan().train.init is None and w.plan().mode == "new"
+
+
+def test_the_dock_keeps_a_warm_training_process_and_ends_it(make_napari_viewer, qtbot,
+                                                              tmp_path):
+    """Opening the dock starts the training process and loads the data named in the form;
+    Start uses it; a fresh one waits after the run; closing the dock ends it."""
+    from napari_ambiseg.widgets.train_process import IN_ADVANCE
+
+    viewer = make_napari_viewer()
+    w = dock(viewer, tmp_path, iterations=2)
+    w.val_data.setText("")
+    first = w.warm.process
+    assert first.alive()
+    qtbot.waitUntil(lambda: first.data_state.get("warm") == "prepared", timeout=300_000)
+    qtbot.waitUntil(lambda: "tiny.npz in memory (8 cases)" in w.standby_status.text(),
+                    timeout=10_000)
+    phases = []
+    with qtbot.waitSignal(w.finished, timeout=120_000) as blocker:
+        w.start().yielded.connect(
+            lambda e: isinstance(e, ev.Phase) and phases.append(e.text))
+    assert isinstance(blocker.args[0], TrainResult)
+    assert any(IN_ADVANCE in t for t in phases)  # the train set loaded before Start
+    qtbot.waitUntil(lambda: w.worker is None, timeout=10_000)
+    assert first.proc.poll() is not None  # one process, one run
+    second = w.warm.process
+    assert second is not first and second.alive()  # the next Start is warm too
+
+    viewer.window.remove_dock_widget(w)  # what the dock's close button does
+    qtbot.waitUntil(lambda: second.proc.poll() is not None, timeout=10_000)
+    assert w.warm.process is None
+
+
+def test_closing_the_viewer_ends_the_training_process(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    w = TrainingWidget(viewer)
+    viewer.window.add_dock_widget(w, name="AmbiSeg training")
+    process = w.warm.process
+    assert process.alive()
+    viewer.close()
+    qtbot.waitUntil(lambda: process.proc.poll() is not None, timeout=10_000)

@@ -2,7 +2,11 @@
 
 Training runs the core `napari_ambiseg.training.trainer.train` in a child process
 (`train_process`) watched by a napari generator worker, so the viewer stays usable and
-keeps its own matplotlib and GIL. The dock talks from the first second: what the run is doing
+keeps its own matplotlib and GIL. The dock starts that process when it opens (and again after
+each run): it imports PyTorch and loads the train data named in the form while the user fills
+in the rest, so Start waits only for the first iteration. That standby process holds PyTorch
+(~300 MB) and the train set (~0.8 GB for the LIDC train.npz); it ends with the dock, the
+viewer or napari. The dock talks from the first second: what the run is doing
 (starting, loading, iteration k running for n s), then iteration, s/it and ETA after every
 iteration (at most twice a second), the log rows (every "Log every" iterations) on the plot.
 Cancel stops within a second, inside an iteration: the checkpoint of the last completed
@@ -16,11 +20,12 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qtpy.QtCore import QTimer, Signal
+from qtpy.QtCore import QEvent, QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -58,14 +63,16 @@ PRESETS: dict[str, dict[str, Any]] = {
 FINE_TUNE = "fine-tune the bundled LIDC model"  # its architecture, starting from its weights
 
 
-def training_job(plan, stop: threading.Event):
+def training_job(plan, stop: threading.Event, process=None):
     """Generator for a napari worker: yields the trainer's events (`training.events`, or
     None), returns its `TrainResult`; raises `Cancelled` after the trainer saved a resumable
-    checkpoint. The trainer runs in a child process (`train_process`)."""
+    checkpoint. The trainer runs in a child process (`train_process`): `process`, the
+    dock's standby one, if it still lives, else a new one."""
     from .train_process import run_training
 
     def work(emit, should_stop):
-        return run_training(plan.model, plan.train, plan.out.root, plan.resume, emit, stop)
+        return run_training(plan.model, plan.train, plan.out.root, plan.resume, emit, stop,
+                            process)
 
     return (yield from stream(work, stop))
 
@@ -159,6 +166,7 @@ class TrainingWidget(QWidget):
     """Dock: train or resume an AmbiSeg model without leaving napari."""
 
     finished = Signal(object)  # the run's TrainResult, or the exception that ended it
+    _standby_changed = Signal()  # from the standby process's reader thread
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
@@ -172,6 +180,7 @@ class TrainingWidget(QWidget):
         self._said, self._said_at, self._last_event = "", 0.0, 0.0
         self._running_step: int | None = None  # the iteration under way (for the ticker)
         self._cancelled: ev.Cancelled | None = None  # the trainer's Cancelled event
+        self._closed = False  # removed from the viewer: no new standby process
         defaults = load_defaults()
 
         self.data = PathField("LIDC-style .npz or a case folder", "Data (*.npz)", folder=True)
@@ -206,6 +215,9 @@ class TrainingWidget(QWidget):
         self.progress.setFormat("%v / %m")
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.standby_status = QLabel("")  # what the standby training process is doing
+        self.standby_status.setWordWrap(True)
+        self.standby_status.setStyleSheet("color: gray")
         self.plot = LossPlot()
         self.cases = AddCasePanel(self.viewer, self.model_config)
         self.cases.added.connect(self._use_cases)
@@ -233,11 +245,54 @@ class TrainingWidget(QWidget):
         box.addLayout(buttons)
         box.addWidget(self.progress)
         box.addWidget(self.status)
+        box.addWidget(self.standby_status)
         box.addWidget(self.plot, 1)
 
         self.start_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
         self.load_button.clicked.connect(self.load_into_sampler)
+        self._start_standby()
+
+    # ------------------------------------------------------------------ standby process
+    def _start_standby(self) -> None:
+        """Start the training process now (PyTorch imports, the train data loads), so that
+        Start only waits for the first iteration; ended with the dock (`_shut_down`)."""
+        from .train_process import WarmTrainer
+
+        me = weakref.ref(self)  # the child's reader thread must not keep the dock alive
+        self.warm = WarmTrainer(on_status=lambda _: (w := me()) and w._standby_changed.emit())
+        self._standby_changed.connect(self._show_standby)
+        self._prepare_timer = QTimer(self)
+        self._prepare_timer.setSingleShot(True)
+        self._prepare_timer.setInterval(600)  # typing a path: prepare once it rests
+        self._prepare_timer.timeout.connect(self.prepare_data)
+        self.data.edit.textChanged.connect(self._prepare_timer.start)
+        self.destroyed.connect(lambda *_, warm=self.warm: warm.close())  # self is gone then
+        self.warm.spawn()
+        self.prepare_data()
+
+    def prepare_data(self) -> None:
+        """Have the standby process load the data the form names (if it is a new set)."""
+        self.warm.prepare(self.data.text(), bool(self.extra.get("allow_pickle", False)))
+        self._show_standby()
+
+    def _show_standby(self) -> None:
+        self.standby_status.setText("" if self.worker is not None else self.warm.describe())
+
+    def _shut_down(self) -> None:
+        """The dock left the viewer: stop a run (its checkpoint kept), end the standby."""
+        self._closed = True
+        self._prepare_timer.stop()
+        self.cancel()
+        self.warm.close()
+
+    def event(self, e: QEvent) -> bool:  # noqa: N802 - Qt naming
+        # napari's close button takes the widget out of its dock (parent None), the viewer
+        # closing destroys it (`destroyed`, above); atexit and stdin's end cover the rest
+        if e.type() == QEvent.Type.ParentChange and getattr(self, "warm", None) and \
+                self.parent() is None and not self._closed:
+            self._shut_down()
+        return super().event(e)
 
     # ------------------------------------------------------------------ configs
     def plan(self, *, require: bool = True):
@@ -271,6 +326,7 @@ class TrainingWidget(QWidget):
 
     def _use_cases(self, folder: str) -> None:
         self.data.setText(folder)
+        self.prepare_data()  # the same folder with a new case: a new set
         self.status.setText(f"Data: the case folder {folder}. Choose an output folder and a "
                             "model (fine-tune the bundled one, or a preset), then Start.")
 
@@ -294,7 +350,8 @@ class TrainingWidget(QWidget):
         self.progress.setRange(0, plan.train.iterations)
         self.progress.setValue(0)
         self.weights_path, self.last_result, self._run = None, None, plan.out
-        worker = create_worker(training_job, plan, self._stop,
+        self._prepare_timer.stop()
+        worker = create_worker(training_job, plan, self._stop, self.warm.take(),
                                _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(self._on_event)
         worker.returned.connect(self._on_done)
@@ -307,6 +364,7 @@ class TrainingWidget(QWidget):
         self.load_button.setEnabled(False)
         self._running_step, self._cancelled = None, None
         self._say(f"Starting the training process: {plan.describe()}")
+        self.standby_status.setText("")
         self._ticker.start()
         worker.start()
         return worker
@@ -396,6 +454,9 @@ class TrainingWidget(QWidget):
         self.start_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         self.load_button.setEnabled(self.weights_path is not None)
+        if not self._closed:
+            self.warm.spawn()  # the next Start is quick too
+            self._show_standby()
 
     # ------------------------------------------------------------------ hand over
     def load_into_sampler(self):
