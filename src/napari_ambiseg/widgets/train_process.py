@@ -219,8 +219,7 @@ class WarmTrainer:
         p = self.process
         if p is None or not p.alive():
             return "Training process: not running (Start starts one)."
-        text = ("Training process: ready" if p.state == "ready" else
-                "Training process: starting (importing PyTorch)")
+        text = f"Training process {'ready' if p.state == 'ready' else 'starting'}"
         d = p.data_state
         if self._data is None or d.get("data") != self._data[0]:
             return text + "."
@@ -229,7 +228,7 @@ class WarmTrainer:
             return f"{text}; loading {name}."
         if d["warm"] == "prepared":
             return f"{text}; {name} in memory ({d['cases']:,} cases)."
-        return f"{text}; could not load {name} ({d.get('error')}): Start will say why."
+        return f"{text}; could not load {name} (Start will say why)."
 
     def close(self) -> None:
         if self.process is not None:
@@ -257,7 +256,9 @@ def run_training(model_cfg, train_cfg, out_dir: str | os.PathLike, resume: bool,
         run = {"run_json": str(run_json), "out": str(out_dir), "stop_file": str(stop_file),
                "resume": bool(resume)}
         if process is not None and process.start_run(run):
-            emit(ev.Phase("start", "the training process started when the dock opened"))
+            emit(ev.Phase("start", "using the training process started when the dock opened"
+                          + ("" if process.state == "ready" else
+                             " (still importing PyTorch)")))
         else:
             process = TrainingProcess.cold(run)
             emit(ev.Phase("start", "starting the training process"))
