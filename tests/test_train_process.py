@@ -181,3 +181,37 @@ def test_the_child_exits_when_stdin_closes(when):
     process.proc.stdin.close()  # what the parent's exit or crash does
     wait_for(lambda: process.proc.poll() is not None, "the child to exit")
     assert process.proc.returncode == 0
+
+
+def test_without_pytorch_the_standby_says_so_and_start_reports_it(tmp_path, monkeypatch):
+    """A child that cannot import PyTorch: the dock's line says why, Start falls back to a
+    cold child and fails with its message (as without a standby child)."""
+    from napari_ambiseg.errors import AmbisegError
+    from napari_ambiseg.widgets.train_process import WarmTrainer
+
+    fake = tmp_path / "site" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('no PyTorch here (test)')\n")
+    monkeypatch.setenv("PYTHONPATH", str(fake.parent))
+    changed = threading.Event()
+    warm = WarmTrainer(on_status=lambda _: changed.set())
+    process = warm.spawn()
+    wait_for(lambda: process.proc.poll() is not None and changed.is_set(), "the child to fail")
+    assert "could not start (ImportError: no PyTorch here (test))" in warm.describe()
+    with pytest.raises(AmbisegError, match="no PyTorch here"):
+        train(config(case_set(tmp_path / "train.npz", 4)), tmp_path / "run", warm.take())
+
+
+def test_a_run_stops_with_its_checkpoint_when_stdin_closes(tmp_path):
+    """The parent gone mid-run (its end of stdin closed): the child stops as Cancel does."""
+    data = case_set(tmp_path / "train.npz", 6)
+    process = TrainingProcess.warm_child()
+
+    def emit(e):
+        if isinstance(e, ev.Progress) and not process.proc.stdin.closed:
+            process.proc.stdin.close()
+
+    with pytest.raises(Cancelled, match="training stopped at iteration"):
+        run_training(ModelConfig(**TINY), config(data, iterations=100_000), tmp_path / "run",
+                     False, emit, threading.Event(), process)
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()

@@ -121,6 +121,12 @@ class TrainingProcess:
             except Exception:  # noqa: BLE001 - e.g. its dock is gone: keep reading the events
                 pass
         self._lines.put(None)
+        if self.on_status is not None and self.warm and not self.used:
+            try:
+                self.proc.wait(CLOSE_S)  # its exit code tells why
+                self.on_status(self)  # the standby child died
+            except Exception:  # noqa: BLE001
+                pass
 
     def lines(self) -> Iterator[str]:
         """The child's event lines (and strays), until its stdout ends."""
@@ -217,7 +223,11 @@ class WarmTrainer:
     def describe(self) -> str:
         """One line for the dock: what the standby child is doing."""
         p = self.process
-        if p is None or not p.alive():
+        code = None if p is None else p.proc.poll()
+        if code:
+            last = (p.error_tail().splitlines() or ["no message"])[-1]
+            return f"Training process could not start ({last}); Start tries again."
+        if p is None or code is not None:
             return "Training process: not running (Start starts one)."
         text = f"Training process {'ready' if p.state == 'ready' else 'starting'}"
         d = p.data_state
@@ -387,7 +397,9 @@ class Prepared:
                 try:
                     value = load_data(data, allow_pickle)
                 except Exception as e:
-                    _status("failed", data=data, error=str(e))
+                    with self._lock:
+                        if self._key == key:
+                            _status("failed", data=data, error=str(e))
                     raise
                 with self._lock:
                     if self._key == key:
