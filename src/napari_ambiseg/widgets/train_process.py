@@ -6,8 +6,8 @@ each (the last is `Done`, or `Failed` with the error). It starts in one of two w
 * cold, `python -m napari_ambiseg.widgets.train_process RUN_JSON OUT STOP_FILE [--resume]`:
   the run's train data loads in a thread while PyTorch imports and the model is built (the
   CLI, the tests, the benchmark);
-* warm, `python -m napari_ambiseg.widgets.train_process --serve`: spawned by the training dock
-  when it opens (`TrainingProcess.warm`), before Start. It imports PyTorch and the trainer at
+* warm, `python -m napari_ambiseg.widgets.train_process --serve`: spawned by the training
+  dock when it opens (`WarmTrainer`), before Start. It imports PyTorch and the trainer at
   once, then reads JSON-line commands on stdin: ``prepare`` {data, allow_pickle} loads the
   train set in a thread (at most one set: a new one drops the old), ``run`` {run_json, out,
   stop_file, resume} does what the cold child does, with the prepared set if the data on disk
@@ -72,8 +72,8 @@ _LIVE: weakref.WeakSet[TrainingProcess] = weakref.WeakSet()
 
 
 class TrainingProcess:
-    """The parent's handle on one training child (it serves one run). `warm()` spawns it
-    before Start; `run_training` then sends it the run, or spawns a `cold` one with the run
+    """The parent's handle on one training child (it serves one run). `warm_child()` spawns
+    it before Start; `run_training` then sends it the run, or spawns a `cold` one with the run
     in argv. Its stdout is read in a thread: status lines update `state` / `data_state`
     (and call `on_status`), event lines wait in a queue for `run_training`. `close()` (also
     at interpreter exit) ends it."""
