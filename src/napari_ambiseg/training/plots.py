@@ -20,6 +20,7 @@ def draw_loss(ax, steps: np.ndarray, raw: np.ndarray, median: np.ndarray) -> dic
     (smooth_line,) = ax.plot(steps, smooth, lw=1.8, color="tab:blue", label="smoothed")
     (spikes,) = ax.plot([], [], "^", ms=4, alpha=0.5, color="tab:blue", clip_on=False,
                         label="_spikes")
+    spikes.set_in_layout(False)  # unclipped: its empty bbox at (0, 0) would squeeze the axes
     artists = {"raw": raw_line, "smooth": smooth_line, "spikes": spikes}
     from matplotlib.ticker import LogFormatter
 
@@ -49,7 +50,7 @@ def set_loss(ax, artists: dict[str, Any], steps, raw, median) -> None:
         artists["spikes"].set_data([], [])
     if steps.size:  # from 0, unless the log is a later stage alone
         first, last = float(steps.min()), max(float(steps.max()), 1.0)
-        left = 0.0 if first < 0.25 * last else first
+        left = 0.0 if first < 0.25 * last or first == last else first
         ax.set_xlim(left, last + 0.02 * (last - left))
 
 
