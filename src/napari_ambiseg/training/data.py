@@ -19,12 +19,14 @@ import os
 import re
 import tempfile
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
+from .npz import read_npz
 
 IMAGE_EXTS = (".png", ".npy", ".nii.gz", ".nii")
 DATA_INTENSITY = "8bit"  # every MultiRaterData image is on the model's 8-bit scale (see above)
@@ -64,19 +66,24 @@ def load_npz(path: str | Path, limit: int | None = None) -> MultiRaterData:
     if not path.is_file():
         raise InputError(f"data file not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as d:
-            missing = {"images", "masks"} - set(d.files)
-            if missing:
-                raise InputError(f"{path.name} lacks the keys {sorted(missing)} "
-                                 f"(has {sorted(d.files)}); expected 'images' and 'masks'")
-            images, masks = d["images"], d["masks"]
-    except (OSError, ValueError) as e:
-        if isinstance(e, InputError):
-            raise
+        arrays = read_npz(path, ("images", "masks"))
+    except KeyError as e:
+        missing, present = e.args
+        raise InputError(f"{path.name} lacks the keys {missing} (has {present}); expected "
+                         "'images' and 'masks'") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise InputError(f"cannot read {path}: {e}") from None
+    images, masks = arrays["images"], arrays["masks"]
     if limit is not None:
         images, masks = images[:limit], masks[:limit]
-    return MultiRaterData(_as_uint8(images), (np.asarray(masks) > 0).astype(np.uint8), str(path))
+    return MultiRaterData(_as_uint8(images), _as_binary(masks), str(path))
+
+
+def _as_binary(masks: np.ndarray) -> np.ndarray:
+    """uint8 {0, 1}; masks already in that form are kept (no 0.7 GB copy for LIDC train)."""
+    if masks.dtype == np.uint8 and (masks.size == 0 or masks.max() <= 1):
+        return masks
+    return (np.asarray(masks) > 0).astype(np.uint8)
 
 
 def _as_uint8(images: np.ndarray) -> np.ndarray:
