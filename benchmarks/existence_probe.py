@@ -1,9 +1,12 @@
 """How well "is the nodule on this slice" can be read from one crop: the bundled existence
 head's mean p per readers' share on `val`, its BCE against the share, the share's own entropy
 (the BCE of a head that knew each share exactly), the same head re-fitted on the frozen
-encoder's pooled deepest features, and (--cnn-minutes) a small CNN trained from scratch.
+encoder's pooled deepest features, (--cnn-minutes) a small CNN trained from scratch on the
+64x64 crops the model sees, and (--context-minutes) the same CNN given the whole 128x128
+context as well (a second channel: the context at half resolution, same cost per iteration).
 
     python benchmarks/existence_probe.py [--refit-epochs 60] [--cnn-minutes 12]
+        [--context-minutes 0] [--skip-head]
 """
 
 from __future__ import annotations
@@ -31,9 +34,12 @@ def share(data) -> torch.Tensor:
                             .mean(1)).float()
 
 
-def crops(data, idx, rng, train):
-    return augment_batch(data.images[idx], data.masks[idx, :1], 64, AugmentConfig(enabled=train),
-                         rng, train=train)[0]
+def crops(data, idx, rng, train, context=False):
+    """(B,1,64,64) crops as the model sees them; with context, (B,2,64,64): the crop and the
+    whole augmented 128x128 view at half resolution."""
+    x = augment_batch(data.images[idx], data.masks[idx, :1], 128 if context else 64,
+                      AugmentConfig(enabled=train), rng, train=train)[0]
+    return torch.cat([x[..., 32:96, 32:96], F.avg_pool2d(x, 2)], 1) if context else x
 
 
 def by_share(p: torch.Tensor, y: torch.Tensor) -> str:
@@ -61,6 +67,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--refit-epochs", type=int, default=60)
     ap.add_argument("--cnn-minutes", type=float, default=0.0)
+    ap.add_argument("--context-minutes", type=float, default=0.0)
+    ap.add_argument("--skip-head", action="store_true", help="only the CNN probes")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
@@ -69,6 +77,15 @@ def main() -> None:
     floor = F.binary_cross_entropy(yv.clamp(1e-6, 1 - 1e-6), yv)
     print(f"val: {len(val)} slices; the shares' own entropy (BCE of exact knowledge) "
           f"{float(floor):.3f}")
+    if not args.skip_head:
+        head_probe(train, val, yv, rng, args.refit_epochs)
+    if args.cnn_minutes > 0:
+        cnn_probe(train, val, yv, rng, args.cnn_minutes)
+    if args.context_minutes > 0:
+        cnn_probe(train, val, yv, rng, args.context_minutes, context=True)
+
+
+def head_probe(train, val, yv, rng, epochs: int) -> None:
     model = Segmenter.load(None, device="cpu").model.float()
     xv, _ = pooled(model, val, rng, False)
     with torch.no_grad():
@@ -76,39 +93,41 @@ def main() -> None:
     xt, yt = pooled(model, train, rng, True, reps=2)
     head = copy.deepcopy(model.existence.mlp)
     opt = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=1e-2)
-    for _ in range(args.refit_epochs):
+    for _ in range(epochs):
         for i in torch.randperm(len(xt)).split(256):
             loss = F.binary_cross_entropy_with_logits(head(xt[i])[:, 0], yt[i])
             opt.zero_grad()
             loss.backward()
             opt.step()
     with torch.no_grad():
-        report(f"head re-fitted on frozen features ({len(xt)} crops, {args.refit_epochs} epochs)",
+        report(f"head re-fitted on frozen features ({len(xt)} crops, {epochs} epochs)",
                torch.sigmoid(head(xv)[:, 0]), yv)
-    if args.cnn_minutes > 0:
-        cnn_probe(train, val, yv, rng, args.cnn_minutes)
 
 
-def cnn_probe(train, val, yv, rng, minutes: float) -> None:
+def cnn_probe(train, val, yv, rng, minutes: float, context: bool = False) -> None:
+    """A CNN trained from scratch for `minutes` (soft-target BCE, the training augmentation)
+    on the 64x64 crops, with or without the whole context."""
     def block(i, o):
         return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.GroupNorm(4, o), nn.SiLU(),
                              nn.Conv2d(o, o, 3, padding=1), nn.GroupNorm(4, o), nn.SiLU(),
                              nn.MaxPool2d(2))
 
-    net = nn.Sequential(block(1, 16), block(16, 32), block(32, 64), block(64, 96),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(96, 1))
+    net = nn.Sequential(block(2 if context else 1, 16), block(16, 32), block(32, 64),
+                        block(64, 96), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(96, 1))
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-2)
-    yt, xv = share(train), crops(val, np.arange(len(val)), rng, False)
+    yt, xv = share(train), crops(val, np.arange(len(val)), rng, False, context)
     t0, it = time.time(), 0
     while time.time() - t0 < minutes * 60:
         idx = rng.integers(len(train), size=64)
-        loss = F.binary_cross_entropy_with_logits(net(crops(train, idx, rng, True))[:, 0], yt[idx])
+        x = crops(train, idx, rng, True, context)
+        loss = F.binary_cross_entropy_with_logits(net(x)[:, 0], yt[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
         it += 1
     with torch.no_grad():
-        report(f"small CNN from scratch ({it} iterations of 64, {minutes:g} min)",
+        what = "crop + 128x128 context" if context else "64x64 crop"
+        report(f"CNN from scratch on the {what} ({it} iterations of 64, {minutes:g} min)",
                torch.sigmoid(net.eval()(xv)[:, 0]), yv)
 
 
