@@ -67,8 +67,8 @@ def test_rendered_heatmap_low_end_over_air_and_tissue(make_napari_viewer):
 
     def pixel(row: float, col: float) -> np.ndarray:
         h, w = shot.shape[:2]
-        cy, cx = viewer.camera.center[-2:]
-        zoom = viewer.camera.zoom * w / viewer.window._qt_viewer.canvas.size[1]  # (h, w)
+        cy, cx = viewer.scene.camera.center[-2:]
+        zoom = viewer.scene.camera.zoom * w / viewer.window._qt_viewer.canvas.size[1]  # (h, w)
         return shot[int(h / 2 + (row - cy) * zoom), int(w / 2 + (col - cx) * zoom)]
 
     black = [pixel(15, 40 * i + 20) for i in range(4)]

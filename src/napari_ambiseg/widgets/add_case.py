@@ -194,7 +194,7 @@ class AddCasePanel(QWidget):
             plane, readers, names, z = readers_on_plane(self.viewer, image,
                                                         self.readers.value())
             cfg = self._model_config()
-            centre = world_to_source(self.viewer, image, self.viewer.camera.center)[-2:]
+            centre = world_to_source(self.viewer, image, self.viewer.scene.camera.center)[-2:]
             case = make_case(plane, readers, context_size=cfg.context_size,
                              crop_size=cfg.crop_size, modality=modality_of(image),
                              spacing=spacing_of(image),
