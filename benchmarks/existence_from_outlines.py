@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _report import machine, write_section  # noqa: E402
-from existence_oracle import LIDC, figures, outlines_and_p  # noqa: E402
+from existence_oracle import LIDC, figures, outlines_and_p, readers_share  # noqa: E402
 
 from napari_ambiseg.segmenter import Segmenter  # noqa: E402
 from napari_ambiseg.training.data import load_npz  # noqa: E402
@@ -93,8 +93,7 @@ def main() -> None:
     args = ap.parse_args()
     seg = Segmenter.load(None, device="cpu")
     sets = {s: split_outlines(seg, s, args.limit, args.cache) for s in ("val", "test")}
-    share = {s: d.masks.reshape(len(d), d.masks.shape[1], -1).any(-1).mean(1)
-             for s, (d, _, _) in sets.items()}
+    share = {s: readers_share(d) for s, (d, _, _) in sets.items()}
     feats = {s: outline_features(o, p) for s, (_, o, p) in sets.items()}
     model = fit(feats["val"], share["val"])
     data, outlines, p_head = sets["test"]

@@ -48,11 +48,20 @@ def outlines_and_p(seg: Segmenter, data, n: int, seed: int) -> tuple[np.ndarray,
     return samples, p
 
 
+def marked(masks: np.ndarray) -> np.ndarray:
+    """(K, R, H, W) -> (K, R) bool: which masks are non-empty (readers or samples)."""
+    return masks.reshape(*masks.shape[:2], -1).any(-1)
+
+
+def readers_share(data) -> np.ndarray:
+    """The readers' non-empty share per slice (K,)."""
+    return marked(data.masks).mean(1)
+
+
 def figures(samples: np.ndarray, data) -> dict:
     per = [metrics.evaluate_set(s, y) for s, y in zip(samples, data.masks)]
     out = metrics.summarize(per)
-    outlined = data.masks.reshape(len(data), data.masks.shape[1], -1).any(-1).sum(1)
-    empty = ~samples.reshape(*samples.shape[:2], -1).any(-1)
+    outlined, empty = marked(data.masks).sum(1), ~marked(samples)
     out["empty_by_readers"] = {int(r): float(empty[outlined == r].mean())
                                for r in np.unique(outlined)}
     return out
@@ -71,7 +80,7 @@ def main() -> None:
         data = data.subset(np.linspace(0, len(data) - 1, args.limit).astype(int))
     seg = Segmenter.load(None, device="cpu")
     outlines, p = outlines_and_p(seg, data, args.n, args.seed)
-    share = data.masks.reshape(len(data), data.masks.shape[1], -1).any(-1).mean(1)
+    share = readers_share(data)
     empty = np.zeros_like(outlines)
     rng = np.random.default_rng(args.seed)
     own = rng.standard_normal((len(data), args.n)) < _ndtri(p)[:, None]
