@@ -4,7 +4,7 @@ and sampling steps. `--sweep-only` on `val` is how the shipped sampler is chosen
 
     python benchmarks/evaluate_lidc.py [--weights W] [--split test] [--n 16] [--limit K]
         [--sweep 1,2,5,10,25] [--sweep-limit 300] [--samplers ddpm,ddim] [--sweep-only]
-        [--write-doc]
+        [--write-doc] [--independent-existence]
 
 Uses exactly the code of `ambiseg evaluate` (sample_dataset + evaluate_samples).
 """
@@ -18,11 +18,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _report import DOCS, machine, write_section  # noqa: E402
 
-from napari_ambiseg import metrics  # noqa: E402
+from napari_ambiseg import metrics, segmenter  # noqa: E402
 from napari_ambiseg.segmenter import Segmenter  # noqa: E402
 from napari_ambiseg.training.data import load_npz  # noqa: E402
 from napari_ambiseg.training.evaluate import evaluate_samples, sample_dataset  # noqa: E402
@@ -89,7 +90,7 @@ def quality_section(seg, data, args) -> list[str]:
     iters = seg.info.get("iterations", seg.info.get("step", "?"))
     return [f"## Quality on LIDC `{args.split}` (N = {n})", "",
             f"{len(data)} slices ({which}), {n} samples each, {steps} steps ({seg.cfg.sampler}), "
-            f"seed 0; sampling took {seconds / 60:.1f} min. "
+            f"slice i with seed i; sampling took {seconds / 60:.1f} min. "
             f"Weights: {args.weights or 'bundled'} ({iters} training iterations).",
             "", f"| | GED{n} | HM-IoU{n} | CI | S_c | D_max | D_a | S_NCC | ECE |",
             "|---|" + "---|" * len(KEYS), row("napari-ambiseg", main_m),
@@ -138,7 +139,14 @@ def main() -> None:
     ap.add_argument("--sweep-only", action="store_true",
                     help="only the sweep (e.g. to choose the sampler on val)")
     ap.add_argument("--write-doc", action="store_true")
+    ap.add_argument("--independent-existence", action="store_true",
+                    help="for comparison: each sample's existence drawn on its own (model 5 "
+                         "as first shipped) instead of stratified; printed only")
     args = ap.parse_args()
+    if args.independent_existence:
+        if args.write_doc:
+            ap.error("--independent-existence is a comparison: it is never written to docs")
+        segmenter.existence_draws = lambda g, rows, n: torch.rand((rows, n), generator=g)
 
     data = load_npz(LIDC / f"{args.split}.npz", limit=args.limit)
     seg = Segmenter.load(args.weights, device="auto")

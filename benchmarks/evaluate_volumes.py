@@ -37,8 +37,8 @@ LIDC = Path(__file__).resolve().parents[2] / "shared" / "data" / "lidc"
 METHODS = {
     "per-slice": "per-slice method: each slice on its own, the same seed on every slice",
     "coherent": "coherent method: outward from the prompt slice, sample k on each slice "
-                "conditioned on sample k on the slice before, existence drawn per sample with "
-                "one draw shared by all slices",
+                "conditioned on sample k on the slice before, existence drawn per sample "
+                "(stratified) with one draw shared by all slices",
 }
 
 
@@ -85,7 +85,7 @@ def evaluate(seg, stacks: list[dict], n: int, steps: int | None) -> tuple[dict, 
     rows = []
     with ProgressBar("stacks", "stacks") as bar:
         for i, stack in enumerate(stacks):
-            res = sample_stack(seg, stack, n, steps)
+            res = sample_stack(seg, stack, n, steps, seed=i)  # own draws per stack
             sp = stack["spacing"]
             m = stack_metrics(res.masks, link_readers(stack["masks"]),
                               sp[0] * sp[1] * sp[2] if sp else None)
@@ -162,7 +162,7 @@ def report(summary: dict, rows: list[dict], cost_: dict, command: str) -> str:
         "",
         f"{s['stacks']} `{s.get('split', 'test')}` nodule stacks (>= {s.get('min_slices', 4)} "
         f"slices), N = {s['n']}, {s['steps']} steps on the prompt slice"
-        f"{steps_after(s)}, seed 0, every stack sampled as one slice range with the core "
+        f"{steps_after(s)}, stack i sampled with seed i, every stack sampled as one slice range with the core "
         f"volume sampler, prompted on its middle slice ({METHODS[s.get('method', 'per-slice')]}). "
         "Readers are linked into 3D tracks (Hungarian, maximum Dice with each "
         "track's last non-empty outline); definitions in `src/napari_ambiseg/volume_metrics.py`.",

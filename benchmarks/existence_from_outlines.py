@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _report import machine, write_section  # noqa: E402
 from existence_oracle import LIDC, figures, outlines_and_p, readers_share  # noqa: E402
 
-from napari_ambiseg.segmenter import Segmenter  # noqa: E402
+from napari_ambiseg.segmenter import Segmenter, existence_draws  # noqa: E402
 from napari_ambiseg.training.data import load_npz  # noqa: E402
 
 FEATURES = ("head logit", "share of empty outlines", "log mean outline area",
@@ -109,10 +109,9 @@ def main() -> None:
              f"{floor:.3f}).", "",
              "| existence | GED | HM-IoU | CI | empty where 1 / 2 / 3 / 4 readers outlined |",
              "|---|---|---|---|---|"]
-    rng = np.random.default_rng(0)
-    e = rng.standard_normal(outlines.shape[:2])
+    u = existence_draws(torch.Generator().manual_seed(0), *outlines.shape[:2]).numpy()
     for name, p in (("the head's p (as shipped)", p_head), ("p from the outlines", p_new)):
-        keep = e < torch.special.ndtri(torch.as_tensor(np.clip(p, 1e-6, 1 - 1e-6))).numpy()[:, None]
+        keep = u < p[:, None]  # the shipped sampler's stratified draws, the same for both
         f = figures(np.where(keep[..., None, None], outlines, False), data)
         rows = " / ".join(f"{100 * f['empty_by_readers'].get(r, float('nan')):.0f}%"
                           for r in (1, 2, 3, 4))

@@ -1,9 +1,10 @@
 """How much of the HM-IoU / GED gap is the existence decision: the bundled model's outlines
-with (a) its own existence draws, (b) an oracle that makes exactly round(share x N) samples
+with (a) its own existence draws from its p, independent per sample (as model 5 first shipped)
+and stratified (`existence_draws`, as shipped now), (b) an oracle that makes exactly round(share x N) samples
 non-empty, share = the readers' non-empty share on that slice, (c) every sample outlined.
 
 Every sample is first drawn as if it existed (the head's logit forced high; the head's p is
-kept), so the three rows share the same outlines and differ only in which are emptied.
+kept), so the rows share the same outlines and differ only in which are emptied.
 
     python benchmarks/existence_oracle.py [--split test] [--limit 400] [--n 16] [--write-doc]
 """
@@ -21,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _report import machine, write_section  # noqa: E402
 
 from napari_ambiseg import metrics  # noqa: E402
-from napari_ambiseg.segmenter import Segmenter  # noqa: E402
+from napari_ambiseg.segmenter import Segmenter, existence_draws  # noqa: E402
 from napari_ambiseg.training.data import load_npz  # noqa: E402
 from napari_ambiseg.training.evaluate import sample_dataset  # noqa: E402
 
@@ -84,10 +85,16 @@ def main() -> None:
     empty = np.zeros_like(outlines)
     rng = np.random.default_rng(args.seed)
     own = rng.standard_normal((len(data), args.n)) < _ndtri(p)[:, None]
+    draws = existence_draws(torch.Generator().manual_seed(args.seed), len(data), args.n)
+    stratified = draws.numpy() < p[:, None]
     oracle = np.arange(args.n)[None, :] < np.round(share * args.n)[:, None]
-    rows = {"own existence draws (as shipped)": np.where(own[..., None, None], outlines, empty),
-            "oracle: round(share x N) outlined": np.where(oracle[..., None, None], outlines,
-                                                          empty),
+
+    def emptied(keep):
+        return np.where(keep[..., None, None], outlines, empty)
+
+    rows = {"own p, independent draws (model 5 as first shipped)": emptied(own),
+            "own p, stratified draws (as shipped)": emptied(stratified),
+            "oracle: round(share x N) outlined": emptied(oracle),
             "every sample outlined": outlines}
     lines = [f"## Existence: the model's draws against an oracle ({len(data)} evenly spaced "
              f"`{args.split}` slices, N = {args.n})", "",

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from napari_ambiseg.models import build_model
-from napari_ambiseg.segmenter import COHERENT, PER_SLICE, Segmenter
+from napari_ambiseg.segmenter import COHERENT, PER_SLICE, Segmenter, existence_draws
 from napari_ambiseg.testing import disk, tiny_config
-from napari_ambiseg.training.data import MultiRaterData
+from napari_ambiseg.training.data import DATA_INTENSITY, MultiRaterData
+from napari_ambiseg.training.evaluate import sample_dataset
 from napari_ambiseg.training.examples import TrainingExamples, neighbour_pairs, nodule_stacks
 from napari_ambiseg.volume_sampling import Prompt, Request, sample_volume
 
@@ -52,11 +53,45 @@ def test_existence_share_follows_p_and_is_shared_across_slices():
     two = torch.cat([x_in, x_in])
     out = seg.draw(two, 64, 2, seed=3, same_noise=True)
     alive = np.array([[np.any(m > -1) for m in slab] for slab in out])
-    assert 16 < alive[0].sum() < 48  # about half of 64 samples see a finding
+    assert alive[0].sum() == 32  # stratified draws: exactly half of 64 see a finding
     assert np.array_equal(alive[0], alive[1])  # sample k decides the same on both slices
     # batching slices gives the masks of sampling one alone (same seed)
     alone = seg.draw(x_in, 64, 2, seed=3)
     assert np.allclose(out[0], alone[0], atol=1e-5)
+
+
+def test_one_seed_per_input_gives_each_the_masks_it_gets_alone():
+    seg = _segmenter(0.0)  # p = 0.5: which samples exist depends on the seed
+    x_in = seg.prepare(_image(), seg.region((32, 32)), "8bit")
+    both = seg.draw(torch.cat([x_in, x_in]), 16, 2, seed=[4, 9])
+    for j, s in enumerate((4, 9)):
+        assert np.allclose(both[j], seg.draw(x_in, 16, 2, seed=s)[0], atol=1e-5)
+    alive = [(m > -1).reshape(16, -1).any(1) for m in both]
+    assert not np.array_equal(alive[0], alive[1])  # own existence draws per input
+
+
+def test_a_dataset_is_not_decided_by_one_set_of_existence_draws():
+    seg = _segmenter(0.0)  # p = 0.5, and every sample that exists is all foreground:
+    seg.model.denoise = lambda x_t, *conditions: torch.full_like(x_t, 10.0)
+    data = MultiRaterData(np.stack([_image().astype(np.uint8)] * 3),
+                          np.zeros((3, 4, 32, 32), np.uint8))
+    samples = sample_dataset(seg, data, 16, 2, seed=5, batch_images=2)
+    exists = samples.reshape(3, 16, -1).any(-1)
+    assert (exists.sum(1) == 8).all()  # stratified: exactly half of 16 on every image
+    assert len({e.tobytes() for e in exists}) == 3  # same image, own draws: seed 5 + i
+    alone = seg.sample_slices(data.images, [2], [(None, None)], 16, 2, 7,
+                              modality=DATA_INTENSITY)[0][0]
+    assert np.array_equal(samples[2], alone)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.37, 0.5, 0.93])
+def test_existence_count_is_pn_rounded_and_pn_on_average(p):
+    draws = existence_draws(torch.Generator().manual_seed(0), 4000, 16)
+    strata = torch.floor(draws * 16).sort(1).values
+    assert torch.equal(strata, torch.arange(16.0).expand(4000, 16))  # one per stratum
+    count = (draws < p).sum(1).float()
+    assert set(count.unique().tolist()) <= {np.floor(16 * p), np.ceil(16 * p)}
+    assert abs(float(count.mean()) - 16 * p) < 0.05  # calibrated: pn on average
 
 
 def _volume(z=5, size=32):

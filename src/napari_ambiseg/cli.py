@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n", type=int, default=None, help="samples per image (default: the model's)")
     e.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the model's")
     e.add_argument("--steps", type=int, default=None, help="default: the model's")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=int, default=0, help="image i is sampled with seed + i")
     e.add_argument("--out", required=True)
     e.add_argument("--weights", default=None)
     e.add_argument("--limit", type=int, default=None, help="first M images only")

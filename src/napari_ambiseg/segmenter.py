@@ -26,6 +26,15 @@ __all__ = ["Segmenter", "SampleResult", "binary_entropy", "PER_SLICE", "COHERENT
 
 
 
+def existence_draws(generator: torch.Generator, rows: int, n: int) -> torch.Tensor:
+    """(rows, n) uniforms, one in each stratum [j/n, (j+1)/n) in random order per row; sample
+    k exists where its draw is below p. Stratified rather than independent: the number that
+    exist is floor(pn) or ceil(pn) (pn on average, so calibration is kept) instead of a
+    binomial count, which costs HM-IoU and GED (docs/benchmarks.md, "Existence")."""
+    order = torch.rand((rows, n), generator=generator).argsort(1)
+    return (order + torch.rand((rows, 1), generator=generator)) / n
+
+
 class Segmenter:
     """Load a model once, then `sample` as often as needed."""
 
@@ -78,7 +87,7 @@ class Segmenter:
         return torch.from_numpy(to_network_input(crop))[None, None]
 
     @torch.inference_mode()
-    def draw(self, x_in: torch.Tensor, n: int, steps: int, seed: int = 0, *,
+    def draw(self, x_in: torch.Tensor, n: int, steps: int, seed: int | Sequence[int] = 0, *,
              sampler: str | None = None, progress: Progress | None = None,
              should_stop: Callable[[], bool] | None = None, same_noise: bool = False,
              neighbour: np.ndarray | None = None, alive: np.ndarray | None = None,
@@ -87,12 +96,15 @@ class Segmenter:
 
         The image is encoded once per input; the samples run as one batch; z (if the model has
         a latent) is drawn from the prior, one per sample. With an existence head, sample k
-        exists where its standard-normal draw e_k < Phi^-1(p(finding | crop)); samples that do
+        exists where its existence draw u_k < p(finding | crop) (`existence_draws`: stratified,
+        so floor(pn) or ceil(pn) samples exist, pn on average); samples that do
         not exist are empty (-1) and cost no network evaluation. Seeded: same seed, same masks
         on the same device. With `same_noise`, every input gets exactly the noise it would get
         alone with this seed (so a batch of slices gives the masks of sampling them one by
         one, and sample k's existence draw is the same on every slice: slices agree on which
         samples see a finding, in order of p); otherwise the draws come from one stream.
+        `seed` may also be one seed per input: each input gets the noise it would get alone
+        with its own seed (datasets: one set of existence draws must not serve every slice).
 
         3D models: `neighbour` (B, n, crop, crop) in {-1, +1} is each sample's mask on the
         adjacent slice (in this input's crop frame), `alive` (B, n) bool the samples that may
@@ -100,13 +112,21 @@ class Segmenter:
         With `with_existence`, returns (x_hat, p (B,) or None).
         """
         cfg, b = self.cfg, x_in.shape[0]
-        generator = torch.Generator().manual_seed(int(seed))
+        if isinstance(seed, (int, np.integer)):
+            seed = [int(seed)] * (b if same_noise else 1)
+        if len(seed) not in (1, b):
+            raise ValueError(f"{len(seed)} seeds for {b} inputs")
+        copies = len(seed) if len(set(seed)) == 1 else 1  # one seed for all: draw once
+        generators = [torch.Generator().manual_seed(int(s)) for s in seed[::copies]]
+        per = b // (len(generators) * copies)  # inputs per stream: 1, or all in one stream
 
-        def noise(shape):  # standard normal on the CPU, per input when same_noise
-            if not same_noise or b == 1:
-                return torch.randn(shape, generator=generator, device="cpu")
-            one = torch.randn((n, *shape[1:]), generator=generator, device="cpu")
-            return one.repeat(b, *([1] * (len(shape) - 1)))
+        def drawn(draw, rows):  # each generator's rows, input-major, repeated for copies
+            out = torch.cat([draw(g, rows) for g in generators])
+            return out.repeat(copies, *([1] * (out.dim() - 1)))
+
+        def noise(shape):  # standard normal on the CPU; shape[0] = b * (n or 1)
+            return drawn(lambda g, r: torch.randn((r, *shape[1:]), generator=g, device="cpu"),
+                         shape[0] // b * per)
 
         x_in = x_in.to(self.device)
         if self.device.type == "cpu":
@@ -120,8 +140,8 @@ class Segmenter:
             logit = self.model.existence_logit(feats)
             if logit is not None:
                 p = torch.sigmoid(logit.float()).cpu()
-                draws = noise((b * n,))
-                keep &= draws < torch.special.ndtri(p.clamp(1e-6, 1 - 1e-6)).repeat_interleave(n)
+                u = drawn(lambda g, r: existence_draws(g, r, n), per)
+                keep &= (u < p[:, None]).reshape(-1)
             if alive is not None:
                 keep &= torch.as_tensor(np.asarray(alive, bool)).reshape(-1)
             z = None
@@ -152,7 +172,7 @@ class Segmenter:
                 x_hat[idx] = sample_masks(
                     denoise, self.schedule, (m, *shape[1:]), steps=steps,
                     sampler=sampler or cfg.sampler,
-                    generator=generator, device=self.device, on_step=progress,
+                    generator=generators[0], device=self.device, on_step=progress,
                     should_stop=should_stop, noise=noise if every else noise_kept).float().cpu()
             elif progress is not None:
                 progress(steps, steps)
@@ -170,7 +190,8 @@ class Segmenter:
 
     @torch.inference_mode()
     def sample_slices(self, volume, zs: Sequence[int], prompts: Sequence[tuple[Any, Any]],
-                      n: int | None = None, steps: int | None = None, seed: int = 0, *,
+                      n: int | None = None, steps: int | None = None,
+                      seed: int | Sequence[int] = 0, *,
                       spacing: tuple[float, ...] | None = None, modality: str = "auto",
                       sampler: str | None = None, progress: Progress | None = None,
                       should_stop: Callable[[], bool] | None = None,
@@ -182,10 +203,11 @@ class Segmenter:
 
         The slices go through the network together, `max_batch` samples per evaluation
         (whole slices; default `default_batch()`): the image encoder runs once per slice.
-        Every slice uses `seed` as if sampled alone, so the result does not depend on how the
-        slices are batched. `neighbours` (coherent models): per slice, the (n, H, W) masks of
-        the same samples on the adjacent slice; each sample continues its own outline and a
-        sample empty there stays empty; these slices take `neighbour_steps(steps)` steps.
+        Every slice uses `seed` (or its own entry of a sequence aligned with `zs`) as if
+        sampled alone, so the result does not depend on how the slices are batched.
+        `neighbours` (coherent models): per slice, the (n, H, W) masks of the same samples on
+        the adjacent slice; each sample continues its own outline and a sample empty there
+        stays empty; these slices take `neighbour_steps(steps)` steps.
         `progress(done, total)` counts network evaluations over all batches; `should_stop` is
         checked before each.
         """
@@ -209,7 +231,8 @@ class Segmenter:
                 alive = np.stack([m.reshape(n, -1).any(1) for m in prev])
                 nb = np.stack([[np.where(regions[i].extract(m.astype(np.float32), size) > 0.5,
                                          1.0, -1.0) for m in ms] for i, ms in zip(chunk, prev)])
-            x_hat = self.draw(torch.cat([x_all[i] for i in chunk]), n, steps, seed,
+            seeds = seed if isinstance(seed, (int, np.integer)) else [seed[i] for i in chunk]
+            x_hat = self.draw(torch.cat([x_all[i] for i in chunk]), n, steps, seeds,
                               sampler=sampler, progress=step_report, should_stop=should_stop,
                               same_noise=True, neighbour=nb, alive=alive)
             for j, i in enumerate(chunk):

@@ -18,13 +18,15 @@ def sample_dataset(seg: Segmenter, data: MultiRaterData, n: int | None = None,
                    should_stop: Callable[[], bool] | None = None) -> np.ndarray:
     """Samples (K, N, H, W) bool, each image sampled at its centre (the nodule crops' centre)
     through `Segmenter.sample_slices`, `batch_images` images per batch; N and steps default
-    to the model's."""
+    to the model's. Image i is sampled with seed `seed + i`: with one seed for all, one set
+    of N existence draws would decide every image alike and bias the whole set's figures."""
     k, h, w = data.images.shape
     n = seg.cfg.n_samples if n is None else n
     out = np.zeros((k, n, h, w), bool)
     for start in range(0, k, batch_images):
         zs = range(start, min(start + batch_images, k))
-        slices = seg.sample_slices(data.images, zs, [(None, None)] * len(zs), n, steps, seed,
+        seeds = [seed + i for i in zs]  # aligned with zs
+        slices = seg.sample_slices(data.images, zs, [(None, None)] * len(zs), n, steps, seeds,
                                    modality=DATA_INTENSITY, sampler=sampler,
                                    should_stop=should_stop, max_batch=len(zs) * n)
         for i, (masks, _) in zip(zs, slices):
