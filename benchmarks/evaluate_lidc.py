@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _report import DOCS, machine, write_section  # noqa: E402
+from existence_oracle import independent_draws  # noqa: E402
 
 from napari_ambiseg import metrics, segmenter  # noqa: E402
 from napari_ambiseg.segmenter import Segmenter  # noqa: E402
@@ -146,7 +146,7 @@ def main() -> None:
     if args.independent_existence:
         if args.write_doc:
             ap.error("--independent-existence is a comparison: it is never written to docs")
-        segmenter.existence_draws = lambda g, rows, n: torch.rand((rows, n), generator=g)
+        segmenter.existence_draws = independent_draws
 
     data = load_npz(LIDC / f"{args.split}.npz", limit=args.limit)
     seg = Segmenter.load(args.weights, device="auto")

@@ -162,8 +162,8 @@ def report(summary: dict, rows: list[dict], cost_: dict, command: str) -> str:
         "",
         f"{s['stacks']} `{s.get('split', 'test')}` nodule stacks (>= {s.get('min_slices', 4)} "
         f"slices), N = {s['n']}, {s['steps']} steps on the prompt slice"
-        f"{steps_after(s)}, stack i sampled with seed i, every stack sampled as one slice range with the core "
-        f"volume sampler, prompted on its middle slice ({METHODS[s.get('method', 'per-slice')]}). "
+        f"{steps_after(s)}, stack i sampled with seed i, every stack sampled as one slice "
+        f"range with the core volume sampler, prompted on its middle slice ({METHODS[s.get('method', 'per-slice')]}). "
         "Readers are linked into 3D tracks (Hungarian, maximum Dice with each "
         "track's last non-empty outline); definitions in `src/napari_ambiseg/volume_metrics.py`.",
         "",

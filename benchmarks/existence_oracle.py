@@ -1,7 +1,8 @@
 """How much of the HM-IoU / GED gap is the existence decision: the bundled model's outlines
-with (a) its own existence draws from its p, independent per sample (as model 5 first shipped)
-and stratified (`existence_draws`, as shipped now), (b) an oracle that makes exactly round(share x N) samples
-non-empty, share = the readers' non-empty share on that slice, (c) every sample outlined.
+with (a) its own existence draws from its p, independent per sample (as model 5 first
+shipped) and stratified (`existence_draws`, as shipped now), (b) an oracle that makes exactly
+round(share x N) samples non-empty, share = the readers' non-empty share on that slice,
+(c) every sample outlined.
 
 Every sample is first drawn as if it existed (the head's logit forced high; the head's p is
 kept), so the rows share the same outlines and differ only in which are emptied.
@@ -49,6 +50,12 @@ def outlines_and_p(seg: Segmenter, data, n: int, seed: int) -> tuple[np.ndarray,
     return samples, p
 
 
+def independent_draws(generator: torch.Generator, rows: int, n: int) -> torch.Tensor:
+    """Existence drawn independently per sample (model 5 as first shipped): the counterpart
+    of `segmenter.existence_draws`, for comparisons only."""
+    return torch.rand((rows, n), generator=generator)
+
+
 def marked(masks: np.ndarray) -> np.ndarray:
     """(K, R, H, W) -> (K, R) bool: which masks are non-empty (readers or samples)."""
     return masks.reshape(*masks.shape[:2], -1).any(-1)
@@ -83,10 +90,11 @@ def main() -> None:
     outlines, p = outlines_and_p(seg, data, args.n, args.seed)
     share = readers_share(data)
     empty = np.zeros_like(outlines)
-    rng = np.random.default_rng(args.seed)
-    own = rng.standard_normal((len(data), args.n)) < _ndtri(p)[:, None]
-    draws = existence_draws(torch.Generator().manual_seed(args.seed), len(data), args.n)
-    stratified = draws.numpy() < p[:, None]
+
+    def drawn(draw):  # which samples exist under an existence rule
+        return draw(torch.Generator().manual_seed(args.seed), len(data), args.n).numpy() < p[:, None]
+
+    own, stratified = drawn(independent_draws), drawn(existence_draws)
     oracle = np.arange(args.n)[None, :] < np.round(share * args.n)[:, None]
 
     def emptied(keep):
@@ -118,10 +126,6 @@ def main() -> None:
     print(text)
     if args.write_doc:
         write_section("existence_oracle", text)
-
-
-def _ndtri(p: np.ndarray) -> np.ndarray:
-    return torch.special.ndtri(torch.as_tensor(p).clamp(1e-6, 1 - 1e-6)).numpy()
 
 
 if __name__ == "__main__":

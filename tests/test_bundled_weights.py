@@ -25,7 +25,8 @@ def test_bundled_model_loads_with_its_documented_recipe(seg):
     assert (cfg.prediction, cfg.schedule, cfg.input_scale, cfg.loss_weighting) == (
         "x", "cosine", 0.1, "snr+1")
     assert cfg.steps == 10 and cfg.crop_size == 64
-    # model 5: existence drawn per sample (stratified), coherent slabs with 3 steps past the prompt slice
+    # model 5: existence drawn per sample (stratified), coherent slabs with 3 steps past the
+    # prompt slice
     assert cfg.existence_head and cfg.neighbour_conditioning and cfg.neighbour_steps == 3
     assert seg.volume_method == "coherent"
     assert bundled_weights_path().stat().st_size < 50e6

@@ -116,13 +116,11 @@ class Segmenter:
             seed = [int(seed)] * (b if same_noise else 1)
         if len(seed) not in (1, b):
             raise ValueError(f"{len(seed)} seeds for {b} inputs")
-        copies = len(seed) if len(set(seed)) == 1 else 1  # one seed for all: draw once
-        generators = [torch.Generator().manual_seed(int(s)) for s in seed[::copies]]
-        per = b // (len(generators) * copies)  # inputs per stream: 1, or all in one stream
+        generators = [torch.Generator().manual_seed(int(s)) for s in seed]
+        per = b // len(generators)  # inputs per stream: 1, or all of them in one stream
 
-        def drawn(draw, rows):  # each generator's rows, input-major, repeated for copies
-            out = torch.cat([draw(g, rows) for g in generators])
-            return out.repeat(copies, *([1] * (out.dim() - 1)))
+        def drawn(draw, rows):  # each generator's rows, input-major
+            return torch.cat([draw(g, rows) for g in generators])
 
         def noise(shape):  # standard normal on the CPU; shape[0] = b * (n or 1)
             return drawn(lambda g, r: torch.randn((r, *shape[1:]), generator=g, device="cpu"),
@@ -172,7 +170,7 @@ class Segmenter:
                 x_hat[idx] = sample_masks(
                     denoise, self.schedule, (m, *shape[1:]), steps=steps,
                     sampler=sampler or cfg.sampler,
-                    generator=generators[0], device=self.device, on_step=progress,
+                    device=self.device, on_step=progress,
                     should_stop=should_stop, noise=noise if every else noise_kept).float().cpu()
             elif progress is not None:
                 progress(steps, steps)
