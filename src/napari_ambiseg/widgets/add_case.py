@@ -28,31 +28,20 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import InputError
+from ..layer_contract import base_data, reader_count, spatial_shape
 from . import layers as L
 from ._qt import LayerChoice, PathField, notify_error
-
-READERS_KEY = "ambiseg_readers"  # contract C5
-
-
-def reader_count(layer, image) -> int | None:
-    """How many readers a Labels layer holds for `image`: 1, R (a leading reader axis), or
-    None when it is not on the image's pixel grid."""
-    shape, grid = L.spatial_shape(layer), L.spatial_shape(image)
-    if shape == grid:
-        return 1
-    if len(shape) == len(grid) + 1 and shape[1:] == grid:
-        return shape[0]
-    return None
 
 
 def reader_stack(layer, image) -> np.ndarray:
     """A readers' Labels layer as (R, *grid) on `image`'s pixel grid (one reader, or a
     leading reader axis); InputError when it is not on that grid."""
     if reader_count(layer, image) is None:
-        raise InputError(f"Labels '{layer.name}' {L.spatial_shape(layer)} is not on the "
-                         f"pixel grid of '{image.name}' {L.spatial_shape(image)}.")
-    arr = np.asarray(layer.data[0] if getattr(layer, "multiscale", False) else layer.data)
-    return arr[None] if arr.ndim == len(L.spatial_shape(image)) else arr
+        raise InputError(f"Labels '{layer.name}' {spatial_shape(layer)} is not on the "
+                         f"pixel grid of '{image.name}' {spatial_shape(image)} (shape, "
+                         "scale, translate or orientation differ).")
+    arr = np.asarray(base_data(layer))
+    return arr[None] if arr.ndim == len(spatial_shape(image)) else arr
 
 
 class ReaderList(QListWidget):
@@ -122,8 +111,8 @@ def readers_on_plane(viewer, image, layers) -> tuple[np.ndarray, np.ndarray, lis
 
     if not layers:
         raise InputError("Check at least one Labels layer of readers' outlines.")
-    data = image.data[0] if getattr(image, "multiscale", False) else image.data
-    grid = L.spatial_shape(image)
+    data = base_data(image)
+    grid = spatial_shape(image)
     if len(grid) not in (2, 3):
         raise InputError(f"'{image.name}' has {len(grid)} spatial axes; cases are cut from 2D "
                          "images and from a slice of 3D volumes.")

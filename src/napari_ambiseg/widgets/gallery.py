@@ -26,6 +26,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..compare import compare_readers, report_text
+from ..layer_contract import READERS_KEY, base_data, layer_record, on_grid
 from ..modes import SPECK_PX, empty_or_speck
 from ..result import consensus
 from . import layers as L
@@ -66,15 +67,14 @@ def _is_samples(layer) -> bool:
     return (L.output_info(layer) or {}).get("kind") == "samples"
 
 
-READERS_KEY = "ambiseg_readers"  # contract C5
 AUTO = "auto"
 
 
 def readers_layer_of(layers, source):
     """The readers' outlines layer (C5) opened with `source`, or None."""
     for layer in layers:
-        meta = layer.metadata.get(READERS_KEY) if isinstance(layer.metadata, dict) else None
-        if isinstance(meta, dict) and meta.get("image_name") == source.name:
+        meta = layer_record(layer, READERS_KEY)
+        if meta is not None and meta.get("image_name") == source.name:
             return layer
     return None
 
@@ -325,7 +325,7 @@ class GalleryWidget(QWidget):
 
     def _planes(self, samples, info, source):
         """The source plane the sampler was prompted on, the samples' masks there, window."""
-        data = source.data[0] if getattr(source, "multiscale", False) else source.data
+        data = base_data(source)
         masks = L.sample_masks(samples)
         if info.get("z0") is not None:
             data = data[info["z0"] + info["key"]]
@@ -440,11 +440,9 @@ class GalleryWidget(QWidget):
                 layer = L.adopt_new(self.viewer, source, full, what=what)
                 text = f"Adopted {what} as '{layer.name}' ({int(full.sum())} pixels)."
             else:
-                if tuple(target.data.shape) != full.shape or not (
-                        np.allclose(target.scale, source.scale)
-                        and np.allclose(target.translate, source.translate)):
+                if not on_grid(target, source):
                     raise ValueError(f"'{target.name}' is not on the pixel grid of "
-                                     f"'{source.name}' (shape, scale or translate differ).")
+                                     f"'{source.name}' (shape or transform differ).")
                 if not self.confirm(target):
                     self.status.setText("Adoption cancelled.")
                     return None

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import copy
 import weakref
-from datetime import datetime
 from typing import Any
 
 import numpy as np
 
-from ..io import METADATA_KEY, reference_from_layer
+from ..io import reference_from_layer
+from ..layer_contract import ADOPTED_KEY as ADOPTED
+from ..layer_contract import METADATA_KEY, adoption_record, layer_record, spatial_shape
+from ..layer_contract import OUTPUT_KEY as KEY
 from .engine import Outputs
 
-KEY = "ambiseg_output"
-ADOPTED = "ambiseg_adopted"
 KINDS = ("samples", "agreement", "uncertainty")
 SAMPLE_AXIS = "sample"
 FLAT_SCALE = 1e6  # world units: thicker than any stack of slices a viewer will show
@@ -40,8 +40,7 @@ def source_id(layer) -> str:
 
 def output_info(layer) -> dict[str, Any] | None:
     """The ambiseg output record of a layer, or None for any other layer."""
-    info = layer.metadata.get(KEY) if isinstance(layer.metadata, dict) else None
-    return info if isinstance(info, dict) else None
+    return layer_record(layer, KEY)
 
 
 def is_output(layer) -> bool:
@@ -78,21 +77,14 @@ def find_source(layers, info: dict[str, Any]):
 
 
 # ------------------------------------------------------------------------------ geometry
-def spatial_shape(layer) -> tuple[int, ...]:
-    """Shape of a layer's pixel grid without the colour channel (what its labels have)."""
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    shape = tuple(int(s) for s in data.shape)
-    return shape[:-1] if getattr(layer, "rgb", False) else shape
-
-
 def reference_of(source, z0: int | None = None) -> dict[str, Any]:
     """A deep copy of the source's geometry record (C1) for a layer made from it: the
     reader's ``metadata["ambiseg"]`` when it describes this grid, else one built from the
     layer's scale and translate by io (flagged as assumed there). With `z0`, the layer holds
     only slices z0.. of the source (a slab)."""
     shape = spatial_shape(source)
-    meta = source.metadata.get(METADATA_KEY) if isinstance(source.metadata, dict) else None
-    if (isinstance(meta, dict) and "geometry" in meta
+    meta = layer_record(source, METADATA_KEY)
+    if (meta is not None and "geometry" in meta
             and [int(s) for s in meta.get("shape", ())] == list(shape)):
         ref = copy.deepcopy(meta)
     else:
@@ -116,8 +108,8 @@ def axis_names(source) -> tuple[str, ...]:
     labels = tuple(str(a) for a in source.axis_labels)[-nd:]
     if labels != _default_labels(nd):
         return labels
-    meta = source.metadata.get(METADATA_KEY) if isinstance(source.metadata, dict) else None
-    axes = meta.get("axes") if isinstance(meta, dict) else None
+    meta = layer_record(source, METADATA_KEY)
+    axes = meta.get("axes") if meta is not None else None
     if axes and len(axes) == nd:
         return tuple(str(a) for a in axes)
     return ("z", "y", "x")[-nd:]
@@ -380,12 +372,6 @@ def replace_outputs(viewer, source, out: Outputs) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ adoption
-def adoption_record(source, what: str) -> dict[str, str]:
-    """metadata["ambiseg_adopted"] (C4): what was adopted from which image, and when."""
-    return {"source_name": str(source.name), "what": str(what),
-            "time": datetime.now().astimezone().isoformat(timespec="seconds")}
-
-
 def mark_adopted(labels, source, what: str) -> None:
     """Record an adoption from `source` on `labels`: its geometry (C1) unless the layer has
     a read one of its own, and the adoption record (C4)."""
@@ -393,7 +379,7 @@ def mark_adopted(labels, source, what: str) -> None:
     own = meta.get(METADATA_KEY)
     if not isinstance(own, dict) or "geometry" not in own or own.get("assumed"):
         meta[METADATA_KEY] = reference_of(source)
-    meta[ADOPTED] = adoption_record(source, what)
+    meta[ADOPTED] = adoption_record(source.name, what)
     labels.metadata = meta
 
 
