@@ -1,5 +1,5 @@
 """Seconds from Start to the training dock's first feedback (a Progress event: iteration, s/it,
-ETA) on the standard preset, run as the dock runs it (`widgets.train_process`: the dock starts
+ETA) on the standard preset, run as the dock runs it (`training.train_process`: the dock starts
 its training process when it opens and has it load the train data), with the phase timeline:
 
 * warm: Start once that process reports it is ready (PyTorch imported, train data in memory:
@@ -27,7 +27,7 @@ from _report import machine, write_section  # noqa: E402
 from napari_ambiseg.config import ModelConfig  # noqa: E402
 from napari_ambiseg.training import events as ev  # noqa: E402
 from napari_ambiseg.training.config import TrainConfig  # noqa: E402
-from napari_ambiseg.widgets.train_process import TrainingProcess, run_training  # noqa: E402
+from napari_ambiseg.training.train_process import TrainingProcess, run_training  # noqa: E402
 
 LIDC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lidc"
 READY_TIMEOUT_S = 600.0

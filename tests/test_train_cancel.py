@@ -14,8 +14,8 @@ from napari_ambiseg.config import ModelConfig
 from napari_ambiseg.errors import Cancelled
 from napari_ambiseg.training import events as ev
 from napari_ambiseg.training.config import TrainConfig
-from napari_ambiseg.widgets.train_process import run_training
-from napari_ambiseg.widgets.training import PRESETS
+from napari_ambiseg.training.presets import PRESETS
+from napari_ambiseg.training.train_process import run_training
 
 
 def test_cancel_within_a_second_on_the_standard_preset(tmp_path):

@@ -1,4 +1,4 @@
-"""The training dock's warm child (`widgets.train_process`): prepared before Start, it runs
+"""The training dock's warm child (`training.train_process`): prepared before Start, it runs
 exactly as a cold child does, uses the prepared train set only while the file is unchanged,
 cancels like a cold child, and never outlives its parent."""
 
@@ -14,10 +14,10 @@ import pytest
 
 from napari_ambiseg.config import ModelConfig
 from napari_ambiseg.errors import Cancelled
-from napari_ambiseg.testing import TINY
 from napari_ambiseg.training import events as ev
 from napari_ambiseg.training.config import TrainConfig
-from napari_ambiseg.widgets.train_process import (
+from napari_ambiseg.training.presets import TINY
+from napari_ambiseg.training.train_process import (
     IN_ADVANCE,
     Prepared,
     TrainingProcess,
@@ -187,7 +187,7 @@ def test_without_pytorch_the_standby_says_so_and_start_reports_it(tmp_path, monk
     """A child that cannot import PyTorch: the dock's line says why, Start falls back to a
     cold child and fails with its message (as without a standby child)."""
     from napari_ambiseg.errors import AmbisegError
-    from napari_ambiseg.widgets.train_process import WarmTrainer
+    from napari_ambiseg.training.train_process import WarmTrainer
 
     fake = tmp_path / "site" / "torch"
     fake.mkdir(parents=True)

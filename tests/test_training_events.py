@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from napari_ambiseg.config import ModelConfig
-from napari_ambiseg.testing import TINY
 from napari_ambiseg.training import events as ev
+from napari_ambiseg.training import train_process
 from napari_ambiseg.training.config import TrainConfig, save_run_config
+from napari_ambiseg.training.presets import TINY
 from napari_ambiseg.training.rundir import RunDir, TrainResult
-from napari_ambiseg.widgets import train_process
 
 RESULT = TrainResult.of(RunDir("/runs/a"), step=12, elapsed_s=3.5, best_val_ged=math.inf)
 EVENTS = [ev.Phase("start", "starting"), ev.Phase("training", "iteration 1 running", 0, 12),

@@ -185,7 +185,7 @@ def test_the_dock_keeps_a_warm_training_process_and_ends_it(make_napari_viewer, 
                                                               tmp_path):
     """Opening the dock starts the training process and loads the data named in the form;
     Start uses it; a fresh one waits after the run; closing the dock ends it."""
-    from napari_ambiseg.widgets.train_process import IN_ADVANCE
+    from napari_ambiseg.training.train_process import IN_ADVANCE
 
     viewer = make_napari_viewer()
     w = dock(viewer, tmp_path, iterations=2)

@@ -1,9 +1,11 @@
 """Test support: a tiny real model, stand-in segmenters with known answers, synthetic data.
 
-Used by the test suite, the benchmarks, the docs' screenshots and the training dock's
-"tiny (smoke tests)" preset; nothing here is needed to segment real images.
+Used by the test suite, the benchmarks and the docs' screenshots; production code never
+imports it (the tiny model's configuration lives in `training.presets`, with the dock's other
+presets).
 
-* `TINY`, `tiny_config()`: the one tiny model configuration (CPU-fast, untrained).
+* `TINY`, `tiny_config()`: the tiny model configuration (`training.presets.TINY`; CPU-fast,
+  untrained).
 * `tiny_segmenter()`, `save_tiny_weights(path)`: a real, untrained `Segmenter` / weights file.
 * `ScriptedSegmenter`: the `Segmenter.sample` interface with known answers (three modes of
   sizes 9/5/2 of 16, by default) and a known pace per step (modes, cancel, responsiveness).
@@ -11,7 +13,7 @@ Used by the test suite, the benchmarks, the docs' screenshots and the training d
 * `disk`, `two_mode_data`: synthetic masks and multi-rater data with known modes.
 * `write_ct_series`, `ramp_volume`: synthetic DICOM CT series (from `io.synthetic`).
 
-Imports stay light (numpy only at module level): the training dock imports `TINY` at start-up.
+Imports stay light (numpy only at module level).
 """
 
 from __future__ import annotations
@@ -22,8 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import ModelConfig
-
-TINY = dict(crop_size=32, context_size=64, image_widths=(8, 16, 32), mask_widths=(8, 16, 32))
+from .training.presets import TINY
 
 
 def tiny_config(**overrides):
@@ -89,12 +90,9 @@ def two_mode_data(k: int = 16, size: int = 32, raters: int = 10, frac_a: float =
 
 
 def _result(masks: np.ndarray, bounds, steps: int, seed: int):
-    from .modes import find_modes
-    from .segmenter import SampleResult, binary_entropy
+    from .result import SampleResult
 
-    agreement = masks.mean(0, dtype=np.float32)
-    return SampleResult(masks, agreement, binary_entropy(agreement), find_modes(masks),
-                        bounds, steps, seed)
+    return SampleResult.from_masks(masks, bounds, steps, seed)
 
 
 class ScriptedSegmenter:

@@ -1,7 +1,7 @@
 """The training dock: data, recipe, output folder; Start / Cancel; live loss and GED plot.
 
 Training runs the core `napari_ambiseg.training.trainer.train` in a child process
-(`train_process`) watched by a napari generator worker, so the viewer stays usable and
+(`training.train_process`) watched by a napari generator worker, so the viewer stays usable and
 keeps its own matplotlib and GIL. The dock starts that process when it opens (and again after
 each run): it imports PyTorch and loads the train data named in the form while the user fills
 in the rest, so Start waits only for the first iteration. That standby process holds PyTorch
@@ -42,9 +42,9 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import Cancelled
-from ..testing import TINY
 from ..training import events as ev
 from ..training.plots import draw_loss, set_loss
+from ..training.presets import PRESETS
 from ..training.rundir import RunDir, TrainResult
 from ..training.runlog import read_log, robust_smooth
 from ._qt import PathField, notify_error
@@ -55,20 +55,15 @@ from .settings import DEVICES, load_defaults
 if TYPE_CHECKING:
     import napari
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "standard (LIDC recipe)": {},
-    "small (CPU friendly)": {"image_widths": (16, 32, 64), "mask_widths": (16, 32, 64)},
-    "tiny (smoke tests)": TINY,
-}
 FINE_TUNE = "fine-tune the bundled LIDC model"  # its architecture, starting from its weights
 
 
 def training_job(plan, stop: threading.Event, process=None):
     """Generator for a napari worker: yields the trainer's events (`training.events`, or
     None), returns its `TrainResult`; raises `Cancelled` after the trainer saved a resumable
-    checkpoint. The trainer runs in a child process (`train_process`): `process`, the
+    checkpoint. The trainer runs in a child process (`training.train_process`): `process`, the
     dock's standby one, if it still lives, else a new one."""
-    from .train_process import run_training
+    from ..training.train_process import run_training
 
     def work(emit, should_stop):
         return run_training(plan.model, plan.train, plan.out.root, plan.resume, emit, stop,
@@ -257,7 +252,7 @@ class TrainingWidget(QWidget):
     def _start_standby(self) -> None:
         """Start the training process now (PyTorch imports, the train data loads), so that
         Start only waits for the first iteration; ended with the dock (`_shut_down`)."""
-        from .train_process import WarmTrainer
+        from ..training.train_process import WarmTrainer
 
         me = weakref.ref(self)  # the child's reader thread must not keep the dock alive
         self.warm = WarmTrainer(on_status=lambda _: (w := me()) and w._standby_changed.emit())

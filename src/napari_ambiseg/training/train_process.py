@@ -3,10 +3,10 @@
 The child runs the core `Trainer` and prints its events, one `training.events.to_json` line
 each (the last is `Done`, or `Failed` with the error). It starts in one of two ways:
 
-* cold, `python -m napari_ambiseg.widgets.train_process RUN_JSON OUT STOP_FILE [--resume]`:
+* cold, `python -m napari_ambiseg.training.train_process RUN_JSON OUT STOP_FILE [--resume]`:
   the run's train data loads in a thread while PyTorch imports and the model is built (the
   CLI, the tests, the benchmark);
-* warm, `python -m napari_ambiseg.widgets.train_process --serve`: spawned by the training
+* warm, `python -m napari_ambiseg.training.train_process --serve`: spawned by the training
   dock when it opens (`WarmTrainer`), before Start. It imports PyTorch and the trainer at
   once, then reads JSON-line commands on stdin: ``prepare`` {data, allow_pickle} loads the
   train set in a thread (at most one set: a new one drops the old), ``run`` {run_json, out,
@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import errors
-from ..training import events as ev
+from . import events as ev
 
 GRACE_S = 20.0  # after Cancel, how long the child may take to checkpoint before it is killed
 CLOSE_S = 2.0  # after stdin closes, how long an idle warm child may take to exit
@@ -258,7 +258,7 @@ def run_training(model_cfg, train_cfg, out_dir: str | os.PathLike, resume: bool,
     """Train in a child process: `process` if it is a warm child still able to run, else a
     new cold one; `emit` gets the trainer's events; `stop.set()` cancels. The child is ended
     when this returns. Returns the run's `TrainResult`."""
-    from ..training.config import save_run_config
+    from .config import save_run_config
 
     with tempfile.TemporaryDirectory(prefix="ambiseg-train-") as tmp:
         run_json, stop_file = Path(tmp, "run.json"), Path(tmp, "stop")
@@ -381,8 +381,8 @@ class Prepared:
         self._load = None
 
     def prepare(self, data: str, allow_pickle: bool) -> None:
-        from ..training.background import Background
-        from ..training.data import load_data
+        from .background import Background
+        from .data import load_data
 
         key = data_key(data, allow_pickle)  # before reading: a later change shows
         with self._lock:
@@ -424,8 +424,8 @@ def run_command(run_json: str, out: str, stop_file: str, resume: bool,
                 parent_gone: threading.Event | None = None) -> int:
     """Child side of one run: the trainer's events as JSON lines, the stop file honoured.
     Returns the exit code (0 done, 2 failed, 3 cancelled)."""
-    from ..training.background import Background
-    from ..training.data import load_data  # numpy only: the first event comes at once
+    from .background import Background
+    from .data import load_data  # numpy only: the first event comes at once
 
     def emit(event: ev.Event) -> None:
         _print(ev.to_json(event))
@@ -455,8 +455,8 @@ def run_command(run_json: str, out: str, stop_file: str, resume: bool,
             if val_data is not None and isinstance(event, ev.Progress):
                 val_data.start()  # after the first iteration; then a no-op
 
-        from ..training.config import load_run_config
-        from ..training.trainer import Trainer
+        from .config import load_run_config
+        from .trainer import Trainer
 
         model_cfg, train_cfg = load_run_config(run_json)
         import torch._dynamo  # noqa: F401 - the optimiser imports it (1 s): here, beside the load
@@ -500,7 +500,7 @@ def serve() -> int:
     import torch  # noqa: F401
     import torch._dynamo  # noqa: F401
 
-    from ..training import trainer  # noqa: F401
+    from . import trainer  # noqa: F401
 
     _status("ready")
     run = runs.get()
