@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 
 from .errors import ReadError
-from .io import METADATA_KEY, MedicalImage
+from .io import MedicalImage
+from .layer_contract import METADATA_KEY, READERS_KEY, readers_record
 
 LayerData = tuple[Any, dict[str, Any], str]
-READERS_KEY = "ambiseg_readers"
 MAX_BYTES = 2 << 30  # images + masks in memory (the LIDC train split is 0.8 GB)
 
 
@@ -143,7 +143,7 @@ def multi_rater_layers(images: np.ndarray, masks: np.ndarray, *, spacing=None,
         masks = (masks > 0).astype(np.uint8)
     readers = np.moveaxis(masks, 1, 0)  # (R, N, H, W), a view: no copy of a large file
     labels_meta = {METADATA_KEY: copy.deepcopy(ref),
-                   READERS_KEY: {"count": int(readers.shape[0]), "image_name": name}}
+                   READERS_KEY: readers_record(readers.shape[0], name)}
     labels_kwargs = {"name": f"{name} readers", "scale": (1.0, *image.spacing),
                      "translate": (0.0, *image.origin), "metadata": labels_meta,
                      "axis_labels": ("reader", "z", "y", "x")}

@@ -25,13 +25,10 @@ from typing import Any
 import numpy as np
 
 from .errors import WriteError
-from .io import METADATA_KEY, embed_in_reference, reference_from_layer, write_agreement, write_image, write_labels
+from .io import embed_in_reference, reference_from_layer, write_agreement, write_image, write_labels
 from .io.dicom_seg import write_fractional_seg
 from .io.writers import fits_reference, geometry_note_path
-
-OUTPUT_KEY = "ambiseg_output"  # widgets' record of a result layer (kind: samples/agreement/uncertainty)
-ADOPTED_KEY = "ambiseg_adopted"  # contract C4: labels adopted from samples
-_TRANSFORMS = ("scale", "translate", "rotate", "shear", "affine")
+from .layer_contract import ADOPTED_KEY, KIND_KEY, METADATA_KEY, OUTPUT_KEY, geometry_record, on_grid, record
 
 
 # ------------------------------------------------------------------------------ geometry
@@ -54,27 +51,8 @@ def _warn(message: str) -> None:
 
 
 def _own(meta: dict[str, Any]) -> dict[str, Any] | None:
-    ref = (meta.get("metadata") or {}).get(METADATA_KEY)
-    return ref if isinstance(ref, dict) and "geometry" in ref and "shape" in ref else None
-
-
-def _spatial_shape(layer: Any) -> tuple[int, ...]:
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    shape = tuple(int(s) for s in np.shape(data))
-    return shape[:-1] if getattr(layer, "rgb", False) else shape
-
-
-def _same_transform(layer: Any, meta: dict[str, Any]) -> bool:
-    for name in _TRANSFORMS:
-        mine = meta.get(name)
-        if mine is None:
-            continue
-        theirs = getattr(layer, name)
-        theirs = theirs.affine_matrix if name == "affine" and hasattr(theirs, "affine_matrix") else theirs
-        mine, theirs = np.asarray(mine, dtype=float), np.asarray(theirs, dtype=float)
-        if mine.shape != theirs.shape or not np.allclose(mine, theirs, rtol=1e-5, atol=1e-4):
-            return False
-    return True
+    """The C1 record of a layer's state dict (``meta["metadata"]``), or None."""
+    return geometry_record(meta.get("metadata"))
 
 
 def _from_viewer(shape: tuple[int, ...], meta: dict[str, Any], viewer: Any) -> list[dict[str, Any]]:
@@ -87,9 +65,8 @@ def _from_viewer(shape: tuple[int, ...], meta: dict[str, Any], viewer: Any) -> l
         layers = [active, *(ly for ly in layers if ly is not active)]
     found = []
     for layer in layers:
-        ref = _own({"metadata": getattr(layer, "metadata", None)})
-        if (ref is not None and _spatial_shape(layer) == shape and fits_reference(shape, ref)
-                and _same_transform(layer, meta)):
+        ref = geometry_record(getattr(layer, "metadata", None))
+        if ref is not None and fits_reference(shape, ref) and on_grid(layer, meta, shape):
             found.append(ref)
     return found
 
@@ -200,18 +177,18 @@ def write_labels_dicom_seg(path: str, data: Any, meta: dict[str, Any]) -> list[s
     adopted from samples (``metadata['ambiseg_adopted']``) are marked as made by the algorithm."""
     labels = _array(data, meta)
     ref = _dicom_reference(labels, meta, "DICOM-SEG")
-    adopted = bool((meta.get("metadata") or {}).get(ADOPTED_KEY))
+    adopted = record(meta.get("metadata"), ADOPTED_KEY) is not None
     return write_labels(labels, path, ref, from_model=adopted)
 
 
 # ------------------------------------------------------------------------------ images
 def _kind(meta: dict[str, Any]) -> str | None:
-    md = meta.get("metadata") or {}
-    output = md.get(OUTPUT_KEY)
-    if isinstance(output, dict) and output.get("kind"):
+    md = meta.get("metadata")
+    output = record(md, OUTPUT_KEY)
+    if output is not None and output.get("kind"):
         return str(output["kind"])
-    ref = md.get(METADATA_KEY)
-    return ref.get("ambiseg_kind") if isinstance(ref, dict) else None
+    ref = record(md, METADATA_KEY)
+    return ref.get(KIND_KEY) if ref is not None else None
 
 
 def _fraction(data: np.ndarray) -> bool:

@@ -28,15 +28,15 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import ReadError, WriteError
+from ..layer_contract import FLIP_KEY, KIND_KEY
 from .atomic import atomic_output
 from .geometry import canonical_flips, display_geometry, flip_array, to_source_grid
 from .volume import MedicalImage, grayscale_uint8
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr")
-KIND_KEY = "ambiseg_kind"
-#: display flips of the source (ITK axes) kept in marked files, so they reopen the way their
-#: source is shown (a DICOM series is shown as stored; NIfTI/NRRD/MHA images are flipped)
-FLIP_KEY = "ambiseg_flip"
+#: KIND_KEY marks what a file holds; FLIP_KEY keeps the display flips of the source (ITK axes)
+#: in marked files, so they reopen the way their source is shown (a DICOM series is shown as
+#: stored; NIfTI/NRRD/MHA images are flipped). Both belong to napari_ambiseg.layer_contract.
 #: NIfTI intent (code, intent_name) and description written for each kind
 NIFTI_INTENTS = {"labels": (1002, "labels"), "agreement": (1001, "agreement")}
 _DESCRIPTIONS = {"labels": "napari-ambiseg labels", "agreement": "napari-ambiseg agreement (0..1)"}

@@ -25,10 +25,9 @@ import numpy as np
 
 from ..config import CLINICAL_MODALITIES
 from ..errors import InputError
+from ..layer_contract import KIND_KEY, METADATA_KEY
 from .preprocess import guess_modality, to_grayscale
 from .windows import window_to_limits
-
-METADATA_KEY = "ambiseg"
 
 
 @dataclass
@@ -89,7 +88,7 @@ class MedicalImage:
         (and no pixel data).
         """
         keep = ("source", "source_files", "sop_instance_uids", "frame_order", "tags",
-                "windows", "photometric", "frame_time_ms", "warnings", "segment_labels", "ambiseg_kind")
+                "windows", "photometric", "frame_time_ms", "warnings", "segment_labels", KIND_KEY)
         return {
             "modality": self.modality,
             "model_modality": self.model_modality,
@@ -121,7 +120,7 @@ class MedicalImage:
             kwargs["colormap"] = "gray_r" if self.metadata.get("photometric") == "MONOCHROME1" else "gray"
             if self.window:
                 kwargs["contrast_limits"] = list(window_to_limits(*self.window))
-            if self.metadata.get("ambiseg_kind") == "agreement":  # a 0..1 map shown over its image
+            if self.metadata.get(KIND_KEY) == "agreement":  # a 0..1 map shown over its image
                 kwargs.update(colormap="inferno", blending="additive")
         return self.data, kwargs, "image"
 

@@ -13,8 +13,9 @@ import numpy as np
 
 from ..config import MODEL_MODALITIES
 from ..errors import InputError
+from ..layer_contract import METADATA_KEY, base_data, layer_record, spatial_shape
 from .engine import Prompt, Request
-from .layers import axis_names, spatial_shape
+from .layers import axis_names
 
 
 def world_to_source(viewer, source, world) -> np.ndarray:
@@ -83,7 +84,7 @@ def spacing_of(source, axes: int = 2) -> tuple[float, ...] | None:
     """Pixel spacing (mm) of the last `axes` axes ((y, x), or (z, y, x) for volumes so that
     sizes come in mm^3): the reader's record (unless it was assumed, not read), else a
     non-unit layer scale."""
-    meta = (source.metadata or {}).get("ambiseg") or {}
+    meta = layer_record(source, METADATA_KEY) or {}
     spacing = meta.get("spacing")
     if spacing and len(spacing) >= axes and not meta.get("assumed"):
         return tuple(float(s) for s in spacing[-axes:])
@@ -96,7 +97,7 @@ def modality_of(source, chosen: str = "auto") -> str:
     scale of the training crops), else "auto"."""
     if chosen != "auto":
         return chosen
-    meta = (source.metadata or {}).get("ambiseg") or {}
+    meta = layer_record(source, METADATA_KEY) or {}
     for key in ("model_modality", "modality"):
         if meta.get(key) in MODEL_MODALITIES:
             return meta[key]
@@ -113,7 +114,7 @@ def build_request(viewer, source, where: Any, *, click=None, slices: str = "curr
     if len(shape) not in (2, 3):
         raise InputError(f"'{source.name}' has {len(shape)} spatial axes; AmbiSeg samples 2D "
                          "images and 3D volumes (z, y, x).")
-    data = source.data[0] if getattr(source, "multiscale", False) else source.data
+    data = base_data(source)
     prompt = prompt_from(viewer, source, where, click)
     req = Request(image=data, prompt=prompt, n=n, steps=steps, seed=seed,
                   spacing=spacing_of(source, len(shape)),
