@@ -19,17 +19,6 @@ import numpy as np
 from ..errors import WriteError
 
 
-def sitk_geometry(image: Any) -> dict[str, Any]:
-    """Geometry dict (ITK order) of a 3D SimpleITK image."""
-    return {
-        "size": list(image.GetSize()),
-        "spacing": list(image.GetSpacing()),
-        "origin": list(image.GetOrigin()),
-        "direction": list(image.GetDirection()),
-        "flip": [],
-    }
-
-
 def direction_matrix(geometry: dict[str, Any]) -> np.ndarray:
     return np.asarray(geometry["direction"], dtype=float).reshape(3, 3)
 

@@ -96,10 +96,6 @@ class ReaderList(QListWidget):
     def _remember(self, item: QListWidgetItem) -> None:
         self._checked[item.data(Qt.UserRole)] = item.checkState() == Qt.Checked
 
-    def set_checked(self, layer, checked: bool = True) -> None:
-        self._checked[L.source_id(layer)] = checked
-        self.refresh()
-
     def value(self) -> list[Any]:
         """The checked layers, in the layer list's order."""
         return [la for la in self._labels() if self._checked.get(L.source_id(la))]
