@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _report import machine, write_section  # noqa: E402
 from existence_oracle import LIDC, figures, outlines_and_p, readers_share  # noqa: E402
 
-from napari_ambiseg.segmenter import Segmenter, existence_draws  # noqa: E402
+from napari_ambiseg.existence import existence_draws  # noqa: E402
+from napari_ambiseg.segmenter import Segmenter  # noqa: E402
 from napari_ambiseg.training.data import load_npz  # noqa: E402
 
 FEATURES = ("head logit", "share of empty outlines", "log mean outline area",

@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _report import machine, write_section  # noqa: E402
 
 from napari_ambiseg import metrics  # noqa: E402
-from napari_ambiseg.segmenter import Segmenter, existence_draws  # noqa: E402
+from napari_ambiseg.existence import existence_draws  # noqa: E402
+from napari_ambiseg.segmenter import Segmenter  # noqa: E402
 from napari_ambiseg.training.data import load_npz  # noqa: E402
 from napari_ambiseg.training.evaluate import sample_dataset  # noqa: E402
 

@@ -12,8 +12,7 @@ import SimpleITK as sitk
 from napari_ambiseg.cli import main
 from napari_ambiseg.config import ModelConfig
 from napari_ambiseg.models import build_model
-from napari_ambiseg.modes import find_modes
-from napari_ambiseg.result import SampleResult, binary_entropy
+from napari_ambiseg.result import SampleResult
 from napari_ambiseg.testing import tiny_config
 from napari_ambiseg.weights_io import save_weights
 
@@ -28,9 +27,7 @@ class Blob:
         for i in range(steps):
             progress and progress(i + 1, steps)
         masks = np.repeat((np.asarray(image) > 0)[None], n, 0)
-        agreement = masks.mean(0, dtype=np.float32)
-        return SampleResult(masks, agreement, binary_entropy(agreement), find_modes(masks),
-                            (0, 0, *masks.shape[1:]), steps, seed)
+        return SampleResult.from_masks(masks, (0, 0, *masks.shape[1:]), steps, seed)
 
 
 @pytest.fixture
@@ -265,9 +262,7 @@ def test_many_samples_print_a_bounded_list_of_modes(tmp_path, capsys):
     for i in range(1024):  # 40 distinct squares, the first far more common
         k = 0 if i < 600 else i % 40
         masks[i, k % 6 * 5:k % 6 * 5 + 3, k // 6 * 4:k // 6 * 4 + 3] = True
-    agreement = masks.mean(0, dtype=np.float32)
-    res = SampleResult(masks, agreement, binary_entropy(agreement), find_modes(masks),
-                       (0, 0, 30, 30), 10, 0, spacing=(0.5, 0.5))
+    res = SampleResult.from_masks(masks, (0, 0, 30, 30), 10, 0, spacing=(0.5, 0.5))
     lines = mode_lines(res)
     assert len(lines) == 9 and lines[0].startswith("  mode 1 - ")
     assert "mm^2" in lines[0] and "smaller modes" in lines[-1]

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from napari_ambiseg.config import COHERENT, PER_SLICE
+from napari_ambiseg.existence import existence_draws
 from napari_ambiseg.models import build_model
-from napari_ambiseg.segmenter import COHERENT, PER_SLICE, Segmenter, existence_draws
+from napari_ambiseg.segmenter import Segmenter
 from napari_ambiseg.testing import disk, tiny_config
 from napari_ambiseg.training.data import DATA_INTENSITY, MultiRaterData
 from napari_ambiseg.training.evaluate import sample_dataset

@@ -4,7 +4,8 @@ import pytest
 from napari_ambiseg.errors import Cancelled, InputError
 from napari_ambiseg.geometry import Region, region_for
 from napari_ambiseg.models import build_model
-from napari_ambiseg.segmenter import Segmenter, binary_entropy
+from napari_ambiseg.result import binary_entropy
+from napari_ambiseg.segmenter import Segmenter
 from napari_ambiseg.testing import tiny_config
 
 

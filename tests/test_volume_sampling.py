@@ -39,7 +39,7 @@ def test_batched_slices_give_the_masks_of_one_slice_at_a_time(seg, sampler):
     together = seg.sample_slices(vol, zs, prompts, n, 3, seed=7, sampler=sampler, max_batch=5 * n)
     pairs = seg.sample_slices(vol, zs, prompts, n, 3, seed=7, sampler=sampler, max_batch=2 * n)
     alone = [seg.sample(vol[z], n, 3, 7, center=(24.0, 22.0), sampler=sampler) for z in zs]
-    for (m1, b1), (m2, b2), r in zip(together, pairs, alone):
+    for (m1, b1, _), (m2, b2, _), r in zip(together, pairs, alone):
         assert m1.shape == (n, 48, 48) and m1.any() and not m1.all()
         np.testing.assert_array_equal(m1, m2)
         np.testing.assert_array_equal(m1, r.masks)

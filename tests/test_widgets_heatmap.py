@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_ambiseg.modes import find_modes
-from napari_ambiseg.segmenter import binary_entropy
+from napari_ambiseg.result import binary_entropy
 from napari_ambiseg.widgets import layers as L
 from napari_ambiseg.widgets.engine import Outputs
 

@@ -115,6 +115,21 @@ def mode_lines(res, limit: int = 8) -> list[str]:
     return lines
 
 
+def _check_prompt(args, plane_shape: tuple[int, ...]) -> None:
+    """A --center inside the image, a --box that overlaps it (pixel indices of a plane)."""
+    h, w = plane_shape[:2]
+    if args.center and not (0 <= args.center[0] < h and 0 <= args.center[1] < w):
+        raise InputError(f"--center {args.center[0]:g} {args.center[1]:g} is outside the image "
+                         f"(rows 0..{h - 1}, columns 0..{w - 1})")
+    if args.box:
+        y0, x0, y1, x1 = args.box
+        if y1 <= y0 or x1 <= x0:
+            raise InputError("--box Y0 X0 Y1 X1 needs Y1 > Y0 and X1 > X0")
+        if y1 <= 0 or x1 <= 0 or y0 >= h or x0 >= w:
+            raise InputError(f"--box {y0:g} {x0:g} {y1:g} {x1:g} does not overlap the image "
+                             f"({h} x {w} pixels)")
+
+
 def _request(args, img, assumed: bool):
     """The `Request` for `ambiseg sample` from its arguments and the loaded input."""
     from .volume_sampling import Prompt, Request
@@ -127,30 +142,37 @@ def _request(args, img, assumed: bool):
                     box=tuple(args.box) if args.box else None)
     req = Request(image=data, prompt=prompt, n=args.n, steps=args.steps, seed=args.seed,
                   spacing=spacing, modality=args.modality or img.model_modality,
-                  sampler=args.sampler, max_slices=args.max_slices)
+                  sampler=args.sampler, max_slices=args.max_slices,
+                  given_finding=not args.unconditional)
+    _check_prompt(args, img.spatial_shape[-2:])
     if len(img.spatial_shape) == 2:
         if args.slices or args.follow or args.slice is not None:
             raise InputError(f"--slice, --slices and --follow need a volume; {args.input} is a "
                              f"2D image of shape {data.shape}")
         return req
     depth = data.shape[0]
-    z = depth // 2 if args.slice is None else args.slice
-    if not 0 <= z < depth:
-        raise InputError(f"--slice {z} is outside 0..{depth - 1}")
-    req.volume, prompt.z = True, z
+    if args.slice is not None and not 0 <= args.slice < depth:
+        raise InputError(f"--slice {args.slice} is outside 0..{depth - 1}")
+    req.volume = True
     if args.slices:
         a, b = args.slices
         if a > b:
             raise InputError(f"--slices {a} {b}: the first slice must not be after the last")
         if a < 0 or b >= depth:
             raise InputError(f"--slices {a} {b} is outside the volume (0..{depth - 1})")
+        if a == b:
+            raise InputError(f"--slices {a} {b} is a slab of one slice: use --slice {a} "
+                             "(sizes of one slice are areas, not volumes)")
+        if args.slice is not None and not a <= args.slice <= b:
+            raise InputError(f"--slice {args.slice} is outside --slices {a} {b}")
         req.slices = list(range(a, b + 1))
-        if args.slice is None:
-            prompt.z = a
-    elif args.follow:
+        prompt.z = req.start = args.slice  # None: where the finding is most evident
+        return req
+    prompt.z = depth // 2 if args.slice is None else args.slice
+    if args.follow:
         req.propagate = True
     else:
-        req.slices = [z]
+        req.slices = [prompt.z]
     return req
 
 
@@ -168,7 +190,9 @@ def cmd_sample(args) -> int:
         if path:
             _export_suffix(path, reference, option)
     key = req.prompt.z if req.volume else None
-    check_image_2d(req.image if key is None else req.image[key])  # before the model loads
+    for z in ([None] if not req.volume else req.slices or [key]):  # before the model loads
+        check_image_2d(req.image if z is None else req.image[z], "image" if z is None
+                       else f"slice {z}")
     seg = Segmenter.load(args.weights, device=args.device)
     outside = layer_scope_warnings(seg.cfg, reference, rgb=img.rgb)
     if outside:
@@ -179,10 +203,10 @@ def cmd_sample(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "samples.npy", res.masks.astype(np.uint8))
     np.save(out / "agreement.npy", res.agreement.astype(np.float32))
-    shown = np.asarray(req.image if key is None else req.image[res.z0 + res.key])
-    where = "" if res.z0 is None else f" (slice {res.z0 + res.key})"
+    shown = np.asarray(req.image if res.start is None else req.image[res.start])
+    where = "" if res.start is None else f" (slice {res.start})"
     save_agreement_png(shown.astype(np.float32),
-                       res.agreement if key is None else res.agreement[res.key],
+                       res.agreement if res.start is None else res.agreement[res.key],
                        out / "agreement.png", f"agreement of {res.n} samples{where}")
     written = {}
     if args.export or args.export_agreement:
@@ -201,8 +225,12 @@ def cmd_sample(args) -> int:
     span = "" if res.z0 is None else (f" on slices {res.z0}-{res.z0 + res.masks.shape[1] - 1}"
                                       f" of {img.spatial_shape[0]}")
     caution = "outside the model's scope (see the warning above): " if outside else ""
-    print(f"{caution}{res.n} masks{span} in {res.seconds:.2f} s; {len(res.modes)} mode(s):")
+    given = ", given a finding" if res.conditional else ""
+    print(f"{caution}{res.n} masks{span}{given} in {res.seconds:.2f} s; "
+          f"{len(res.modes)} mode(s):")
     print("\n".join(mode_lines(res)))
+    began = "" if res.start is None else f" (started on slice {res.start})"
+    print(f"{res.finding_text()}{began}")
     for paths in written.values():
         print(f"exported {', '.join(paths)}")
     print(f"written to {out}")
@@ -211,38 +239,61 @@ def cmd_sample(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from . import metrics
+    from .config import sampling_counts
     from .progress import ProgressBar
     from .segmenter import Segmenter
     from .training.data import load_npz
-    from .training.evaluate import evaluate_samples, sample_dataset
+    from .training.evaluate import (
+        evaluate_samples,
+        finding_calibration,
+        finding_probabilities,
+        sample_dataset,
+    )
 
     data = load_npz(args.data, limit=args.limit)
     seg = Segmenter.load(args.weights, device=args.device)
-    n = seg.cfg.n_samples if args.n is None else args.n  # default: the model's
-    steps = seg.cfg.steps if args.steps is None else args.steps
+    n, steps = sampling_counts(seg.cfg, args.n, args.steps)  # default: the model's
     t0 = time.perf_counter()
     with ProgressBar("sampling", "images") as bar:
         samples = sample_dataset(seg, data, n, steps, args.seed,
                                  progress=lambda done, total: bar(done, total),
-                                 sampler=args.sampler)
+                                 sampler=args.sampler, given_finding=args.given_finding)
     seconds = time.perf_counter() - t0
     result, cal = evaluate_samples(samples, data)
     result.update(n=n, steps=steps, sampler=args.sampler or seg.cfg.sampler,
-                  seed=args.seed, data=str(args.data),
+                  seed=args.seed, data=str(args.data), given_finding=args.given_finding,
                   weights=str(args.weights or "bundled"), sampling_seconds=round(seconds, 1))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    p = finding_probabilities(seg, data)
+    if p is not None:  # the first answer, per slice in data order, and its calibration
+        np.save(out / "finding_probability.npy", p.astype(np.float32))
+        found = finding_calibration(p, data)
+        result["finding"] = {k: v for k, v in found.items() if not k.startswith("bin_")}
+        _write_calibration(found, out / "finding_calibration.json")
+        metrics.reliability_diagram(
+            found, out / "finding_reliability.png", xlabel="finding probability",
+            ylabel="share of readers who outlined",
+            title=f"finding probability, {found['count']} slices, ECE {found['ece']:.3f}")
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
-    (out / "calibration.json").write_text(json.dumps(
-        {k: np.asarray(v).tolist() for k, v in cal.items()}, indent=2))
+    _write_calibration(cal, out / "calibration.json")
     metrics.reliability_diagram(cal, out / "reliability.png",
                                 title=f"pixel calibration, N={n}, {result['count']} images")
     if args.save_samples:
         np.savez_compressed(out / "samples.npz", samples=samples.astype(np.uint8))
+    given = ", given a finding" if args.given_finding else ""
     print(f"GED{n} {result['ged']:.4f}  HM-IoU{n} {result['hm_iou']:.4f}  "
           f"CI {result['ci']:.4f}  ECE {result['ece']:.4f}  ({result['count']} images, "
-          f"{steps} steps, {seconds:.0f} s) -> {out / 'metrics.json'}")
+          f"{steps} steps{given}, {seconds:.0f} s) -> {out / 'metrics.json'}")
+    if "finding" in result:
+        f = result["finding"]
+        print(f"finding probability: ECE {f['ece']:.4f}  BCE {f['bce']:.4f} (constant "
+              f"{f['bce_constant']:.4f}, readers' own {f['bce_floor']:.4f})")
     return 0
+
+
+def _write_calibration(cal: dict, path: Path) -> None:
+    path.write_text(json.dumps({k: np.asarray(v).tolist() for k, v in cal.items()}, indent=2))
 
 
 def cmd_train(args) -> int:
@@ -298,13 +349,19 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--center", type=float, nargs=2, metavar=("Y", "X"))
     where.add_argument("--box", type=float, nargs=4, metavar=("Y0", "X0", "Y1", "X1"))
     s.add_argument("--slice", type=int, default=None,
-                   help="volume: the slice to sample, or where --follow starts (default: middle)")
+                   help="volume: the slice to sample, or where --follow starts (default: the "
+                   "middle slice); with --slices, the slice to start from (default: the one "
+                   "where the finding is most evident)")
     slab = s.add_mutually_exclusive_group()
     slab.add_argument("--slices", type=int, nargs=2, metavar=("A", "B"),
                       help="volume: sample slices A..B (inclusive) at the same prompt")
     slab.add_argument("--follow", action="store_true",
                       help="volume: follow the finding up and down from --slice while half "
                       "of the samples mark it")
+    s.add_argument("--unconditional", action="store_true",
+                   help="draw the benchmark distribution, 'no finding' samples included "
+                   "(default: the samples given a finding at the prompt, and the probability "
+                   "of one as its own number)")
     s.add_argument("--max-slices", dest="max_slices", type=int, default=64,
                    help="--follow: at most this many slices each way")
     s.add_argument("--spacing", type=float, nargs="+", default=None, metavar="MM",
@@ -328,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True)
     e.add_argument("--weights", default=None)
     e.add_argument("--limit", type=int, default=None, help="first M images only")
+    e.add_argument("--given-finding", dest="given_finding", action="store_true",
+                   help="draw every image's samples given a finding (default: the benchmark "
+                   "distribution, empty samples included)")
     e.add_argument("--save-samples", action="store_true")
     e.add_argument("--device", default="auto")
     e.set_defaults(func=cmd_evaluate)

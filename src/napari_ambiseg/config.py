@@ -14,6 +14,8 @@ PREDICTIONS = ("eps", "x", "v")
 SCHEDULES = ("cosine", "linear")
 WEIGHTINGS = ("snr", "snr+1", "1", "sigmoid")
 SAMPLERS = ("ddpm", "ddim")
+# How a model samples a slab's slices: each alone, or each sample continuing its own outline
+PER_SLICE, COHERENT = "per-slice", "coherent"
 # The modality names, in one place: what the readers report and the model knows (CLINICAL), the
 # 8-bit scale of the training crops, and "auto" (the reader's, else guessed from the values)
 CLINICAL_MODALITIES = ("CT", "MR", "US")
@@ -149,6 +151,21 @@ class ModelConfig:
 
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
+
+
+def sampling_counts(cfg: ModelConfig | None, n: int | None = None,
+                    steps: int | None = None) -> tuple[int, int]:
+    """N samples and denoising steps of a request: as given, else the model's (`cfg`, else
+    ModelConfig's defaults for a stand-in without one); checked."""
+    from .errors import InputError
+
+    n = int(getattr(cfg, "n_samples", ModelConfig.n_samples) if n is None else n)
+    steps = int(getattr(cfg, "steps", ModelConfig.steps) if steps is None else steps)
+    if not 1 <= n <= 1024:
+        raise InputError(f"n must be between 1 and 1024; got {n}")
+    if steps < 1:
+        raise InputError(f"steps must be >= 1; got {steps}")
+    return n, steps
 
 
 def migrate_v1(d: dict[str, Any]) -> dict[str, Any]:

@@ -338,7 +338,9 @@ def calibration(agreement, reader_frequency, bins: int = 10) -> dict:
     return {"ece": ece, "bin_confidence": conf, "bin_frequency": freq, "bin_count": count}
 
 
-def reliability_diagram(cal: dict, path, title: str | None = None) -> Path:
+def reliability_diagram(cal: dict, path, title: str | None = None,
+                        xlabel: str = "predicted agreement",
+                        ylabel: str = "fraction of readers") -> Path:
     """Write a reliability diagram (PNG) of a `calibration` result to `path`; returns the path.
 
     Draws on a standalone Agg canvas (no pyplot), so it never changes the session's backend.
@@ -358,7 +360,7 @@ def reliability_diagram(cal: dict, path, title: str | None = None) -> Path:
     ax.bar((np.flatnonzero(full) + 0.5) / bins, freq, width=1 / bins, edgecolor="k", alpha=0.6,
            label="reader frequency")
     ax.plot(conf, freq, "o", color="C3", ms=4, label="bin means")
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted agreement", ylabel="fraction of readers")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=xlabel, ylabel=ylabel)
     ax.set_title(title or f"ECE = {cal['ece']:.3f}")
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()

@@ -14,7 +14,26 @@ from typing import Any
 import numpy as np
 
 from .measure import Size, measure_all, summarize_sizes
-from .modes import Mode
+from .modes import Mode, find_modes
+
+# The two answers a result gives, in the words every front end uses (dock, gallery, CLI).
+FINDING_TOOLTIP = (
+    "The model's estimate of the share of expert readers who would outline a finding at this "
+    "prompt (for a slab: on the slice it started from). Learnt from 4 radiologists per slice "
+    "(LIDC-IDRI) and checked for calibration on patients never used in training "
+    "(docs/benchmarks.md, 'Finding probability'). The samples below answer the second "
+    "question: given a finding, what would experts outline?")
+
+
+def finding_text(p: float | None, conditional: bool) -> str:
+    """The first answer in words: "experts would outline a finding here: 78%"; for the
+    unconditional (benchmark) distribution, that its empty samples are the 'no' answers."""
+    if p is None:
+        return "this model gives no finding probability"
+    said = f"experts would outline a finding here: {100 * p:.0f}%"
+    if conditional:
+        return said
+    return f"{said} (benchmark distribution: 'no finding' samples included)"
 
 
 def binary_entropy(p: np.ndarray) -> np.ndarray:
@@ -45,6 +64,22 @@ class SampleResult:
     key: int = 0                    # index of the prompt slice within the slab
     spacing: tuple[float, ...] | None = None  # mm per pixel of the mask axes ((z,) y, x)
     method: str = "per-slice"       # how the slices of a slab were sampled
+    # the first answer: p(readers would outline a finding at the prompt) (None: no head); with
+    # `conditional` the samples are drawn given a finding (the second answer only)
+    finding_probability: float | None = None
+    conditional: bool = False
+    slice_probabilities: list[float] | None = None  # slab: p of every slice, z0 first
+
+    @classmethod
+    def from_masks(cls, masks: np.ndarray, bounds, steps: int, seed: int,
+                   mode_min_iou: float = 0.5, **fields: Any) -> SampleResult:
+        """The result of (N, H, W) or (N, Z, H, W) bool masks: agreement, entropy and modes
+        derived here (the one place a result is assembled)."""
+        masks = np.asarray(masks, bool)
+        agreement = masks.mean(0, dtype=np.float32)
+        flat = masks if masks.ndim == 3 else masks.reshape(len(masks), -1, masks.shape[-1])
+        return cls(masks, agreement, binary_entropy(agreement), find_modes(flat, mode_min_iou),
+                   tuple(int(v) for v in bounds), int(steps), int(seed), **fields)
 
     @property
     def n(self) -> int:
@@ -54,6 +89,15 @@ class SampleResult:
     def volume(self) -> bool:
         """True for a slab of slices (masks (N, Z, H, W))."""
         return self.masks.ndim == 4
+
+    @property
+    def start(self) -> int | None:
+        """The slice a slab was sampled from (where the finding is most evident, unless asked
+        otherwise); None for a 2D image."""
+        return None if self.z0 is None else self.z0 + self.key
+
+    def finding_text(self) -> str:
+        return finding_text(self.finding_probability, self.conditional)
 
     @property
     def seconds(self) -> float:
@@ -74,18 +118,32 @@ class SampleResult:
             rank[mode.members] = min(r + 1, 255)
         return self.masks.astype(np.uint8) * rank.reshape((-1,) + (1,) * (self.masks.ndim - 1))
 
+    @property
+    def one_slice(self) -> bool:
+        """A single slice of a volume: measured as a plane (area in mm^2, not a volume)."""
+        return self.volume and self.masks.shape[1] == 1
+
     @cached_property
     def sizes(self) -> list[Size]:
         """Size of every sample (`measure.measure`), computed once; sampling fills it in the
-        worker so that a GUI thread never waits for it."""
+        worker so that a GUI thread never waits for it. One slice of a volume is a plane:
+        its area, never the area times the slice thickness."""
+        if self.one_slice:
+            inplane = None if self.spacing is None else self.spacing[-2:]
+            return measure_all(self.masks[:, 0], inplane)
         return measure_all(self.masks, self.spacing)
 
     def mode_sizes(self) -> list[dict[str, Any]]:
         """Per mode (by rank): count, `empty`, median/min/max of volume (or area), diameter,
-        slices and extent over its members, and `text` like "410 mm^3 (310-520), 9.8 mm"."""
-        sizes = self.sizes
-        return [{"rank": r + 1, **summarize_sizes([sizes[i] for i in m.members])}
-                for r, m in enumerate(self.modes)]
+        slices and extent over its members, and `text` like "410 mm^3 (310-520), 9.8 mm"
+        ("..., one slice" for a single slice of a volume)."""
+        sizes, out = self.sizes, []
+        for r, m in enumerate(self.modes):
+            size = {"rank": r + 1, **summarize_sizes([sizes[i] for i in m.members])}
+            if self.one_slice and not size["empty"]:
+                size["text"] += ", one slice"
+            out.append(size)
+        return out
 
     def describe(self) -> dict[str, Any]:
         """JSON-friendly summary kept in the output layers' metadata (the gallery reads it)."""
@@ -93,7 +151,14 @@ class SampleResult:
                 "modes": [m.members for m in self.modes], "bounds": list(self.bounds),
                 "z0": self.z0, "key": self.key, "seconds": round(self.seconds, 3),
                 "spacing": list(self.spacing) if self.spacing is not None else None,
-                "method": self.method, "mode_sizes": self.mode_sizes()}
+                "method": self.method, "mode_sizes": self.mode_sizes(), **self._answers()}
+
+    def _answers(self) -> dict[str, Any]:
+        p = self.finding_probability
+        return {"finding_probability": None if p is None else round(float(p), 4),
+                "conditional": self.conditional, "start": self.start,
+                "slice_probabilities": (None if self.slice_probabilities is None else
+                                        [round(float(v), 4) for v in self.slice_probabilities])}
 
     def summary(self) -> dict[str, Any]:
         """What `ambiseg sample` writes to summary.json: modes with sizes, every sample's size,
@@ -113,4 +178,5 @@ class SampleResult:
             "samples": [s.to_dict() for s in self.sizes],
             "empty_fraction": float((self.masks.reshape(self.n, -1).sum(1) == 0).mean()),
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+            **self._answers(),
         }

@@ -5,34 +5,52 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from .config import ModelConfig
+from .config import COHERENT, PER_SLICE, ModelConfig, sampling_counts
 from .device import autocast, resolve_device
 from .diffusion import Denoiser, Schedule, sample_masks
-from .errors import InputError
+from .existence import existence_draws
 from .geometry import Region, region_for
 from .io.preprocess import check_image_2d, guess_modality, to_model_scale, to_network_input
-from .modes import find_modes
-from .result import SampleResult, binary_entropy
-from .volume_sampling import COHERENT, PER_SLICE
+from .result import SampleResult
 
 Progress = Callable[[int, int], None]
 
-__all__ = ["Segmenter", "SampleResult", "binary_entropy", "PER_SLICE", "COHERENT"]
+__all__ = ["Segmenter", "SampleResult", "SliceSample", "PER_SLICE", "COHERENT"]
 
 
 
-def existence_draws(generator: torch.Generator, rows: int, n: int) -> torch.Tensor:
-    """(rows, n) uniforms, one in each stratum [j/n, (j+1)/n) in random order per row; sample
-    k exists where its draw is below p. Stratified rather than independent: the number that
-    exist is floor(pn) or ceil(pn) (pn on average, so calibration is kept) instead of a
-    binomial count, which costs HM-IoU and GED (docs/benchmarks.md, "Existence")."""
-    order = torch.rand((rows, n), generator=generator).argsort(1)
-    return (order + torch.rand((rows, 1), generator=generator)) / n
+class SliceSample(NamedTuple):
+    """One slice's samples (`Segmenter.sample_slices`)."""
+
+    masks: np.ndarray                 # (n, H, W) bool
+    bounds: tuple[int, int, int, int]  # (y0, x0, y1, x1) the region the model saw
+    finding_probability: float | None  # the existence head's p (None: no head)
+
+
+class _Streams:
+    """The random streams of one `draw`: one generator per seed, `per` inputs each."""
+
+    def __init__(self, seed: int | Sequence[int], b: int, same_noise: bool):
+        if isinstance(seed, (int, np.integer)):
+            seed = [int(seed)] * (b if same_noise else 1)
+        if len(seed) not in (1, b):
+            raise ValueError(f"{len(seed)} seeds for {b} inputs")
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seed]
+        self.b, self.per = b, b // len(self.generators)
+
+    def rows(self, draw: Callable[[torch.Generator, int], torch.Tensor], rows: int):
+        """`rows` rows from each generator, input-major."""
+        return torch.cat([draw(g, rows) for g in self.generators])
+
+    def normal(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """Standard normal on the CPU; shape[0] = b * (n or 1)."""
+        return self.rows(lambda g, r: torch.randn((r, *shape[1:]), generator=g, device="cpu"),
+                         shape[0] // self.b * self.per)
 
 
 class Segmenter:
@@ -86,105 +104,143 @@ class Segmenter:
         crop = ctx[lo:lo + cfg.crop_size, lo:lo + cfg.crop_size]
         return torch.from_numpy(to_network_input(crop))[None, None]
 
+    def _to_device(self, x_in: torch.Tensor) -> torch.Tensor:
+        x_in = x_in.to(self.device)
+        if self.device.type == "cpu":
+            x_in = x_in.contiguous(memory_format=torch.channels_last)
+        return x_in
+
+    def inputs(self, volume, zs: Sequence[int], prompts: Sequence[tuple[Any, Any]],
+               spacing=None, modality: str = "auto"):
+        """(planes, regions, network inputs) of slices `zs` of `volume`, each at its prompt
+        (center, box); bad slices are reported before any network work."""
+        planes = [check_image_2d(np.asarray(volume[z]), f"slice {z}") for z in zs]
+        modality = guess_modality(np.asarray(volume[zs[0]]), modality)
+        regions = [self.region(p.shape, c, b, spacing) for p, (c, b) in zip(planes, prompts)]
+        return planes, regions, [self.prepare(p, r, modality) for p, r in zip(planes, regions)]
+
+    @torch.inference_mode()
+    def finding_probabilities(self, volume, zs: Sequence[int],
+                              prompts: Sequence[tuple[Any, Any]], spacing=None,
+                              modality: str = "auto") -> np.ndarray | None:
+        """p(readers would outline a finding) on each slice `zs` at its prompt (image encoder
+        and existence head only), or None for a model without an existence head."""
+        if self.model.existence is None:
+            return None
+        x_all = self.inputs(volume, zs, prompts, spacing, modality)[2]
+        out = []
+        for i in range(0, len(x_all), 64):
+            with autocast(self.device):
+                feats = self.model.encode_image(self._to_device(torch.cat(x_all[i:i + 64])))
+                out.append(torch.sigmoid(self.model.existence_logit(feats).float()).cpu())
+        return torch.cat(out).numpy()
+
     @torch.inference_mode()
     def draw(self, x_in: torch.Tensor, n: int, steps: int, seed: int | Sequence[int] = 0, *,
              sampler: str | None = None, progress: Progress | None = None,
              should_stop: Callable[[], bool] | None = None, same_noise: bool = False,
-             neighbour: np.ndarray | None = None, alive: np.ndarray | None = None,
-             with_existence: bool = False):
+             neighbour: np.ndarray | None = None, exists: np.ndarray | None = None,
+             given_finding: bool = False, with_existence: bool = False):
         """x_in (B, C, crop, crop) network inputs -> x_hat (B, n, crop, crop) in [-1, 1].
 
         The image is encoded once per input; the samples run as one batch; z (if the model has
-        a latent) is drawn from the prior, one per sample. With an existence head, sample k
-        exists where its existence draw u_k < p(finding | crop) (`existence_draws`: stratified,
-        so floor(pn) or ceil(pn) samples exist, pn on average); samples that do
-        not exist are empty (-1) and cost no network evaluation. Seeded: same seed, same masks
-        on the same device. With `same_noise`, every input gets exactly the noise it would get
-        alone with this seed (so a batch of slices gives the masks of sampling them one by
-        one, and sample k's existence draw is the same on every slice: slices agree on which
-        samples see a finding, in order of p); otherwise the draws come from one stream.
-        `seed` may also be one seed per input: each input gets the noise it would get alone
-        with its own seed (datasets: one set of existence draws must not serve every slice).
+        a latent) is drawn from the prior, one per sample. Which samples see a finding
+        (`existence`): with an existence head, sample k where its draw u_k < p(finding | crop)
+        (stratified: floor(pn) or ceil(pn) of them); with `given_finding`, every sample (the
+        outlines given a finding); with `exists` (B, n) bool, those it says (a slab's plan).
+        Samples without a finding are empty (-1) and cost no network evaluation.
+        Seeded: same seed, same masks on the same device. With `same_noise`, every input gets
+        exactly the noise it would get alone with this seed (a batch of slices gives the masks
+        of sampling them one by one); otherwise the draws come from one stream. `seed` may
+        also be one seed per input: each input gets the noise it would get alone with it.
 
         3D models: `neighbour` (B, n, crop, crop) in {-1, +1} is each sample's mask on the
-        adjacent slice (in this input's crop frame), `alive` (B, n) bool the samples that may
-        still exist (a sample that ended on the adjacent slice stays ended).
+        adjacent slice (in this input's crop frame); a sample empty there is drawn without it
+        (it begins here) or, when no `exists` plan is given, stays ended.
         With `with_existence`, returns (x_hat, p (B,) or None).
         """
-        cfg, b = self.cfg, x_in.shape[0]
-        if isinstance(seed, (int, np.integer)):
-            seed = [int(seed)] * (b if same_noise else 1)
-        if len(seed) not in (1, b):
-            raise ValueError(f"{len(seed)} seeds for {b} inputs")
-        generators = [torch.Generator().manual_seed(int(s)) for s in seed]
-        per = b // len(generators)  # inputs per stream: 1, or all of them in one stream
-
-        def drawn(draw, rows):  # each generator's rows, input-major
-            return torch.cat([draw(g, rows) for g in generators])
-
-        def noise(shape):  # standard normal on the CPU; shape[0] = b * (n or 1)
-            return drawn(lambda g, r: torch.randn((r, *shape[1:]), generator=g, device="cpu"),
-                         shape[0] // b * per)
-
-        x_in = x_in.to(self.device)
-        if self.device.type == "cpu":
-            x_in = x_in.contiguous(memory_format=torch.channels_last)
-        shape = (b * n, 1, cfg.crop_size, cfg.crop_size)
+        b = x_in.shape[0]
+        streams = _Streams(seed, b, same_noise)
+        shape = (b * n, 1, self.cfg.crop_size, self.cfg.crop_size)
         x_hat = torch.full(shape, -1.0)
-        p = None
         with autocast(self.device):
-            feats = self.model.encode_image(x_in)
-            keep = torch.ones(b * n, dtype=torch.bool)
-            logit = self.model.existence_logit(feats)
-            if logit is not None:
-                p = torch.sigmoid(logit.float()).cpu()
-                u = drawn(lambda g, r: existence_draws(g, r, n), per)
-                keep &= (u < p[:, None]).reshape(-1)
-            if alive is not None:
-                keep &= torch.as_tensor(np.asarray(alive, bool)).reshape(-1)
-            z = None
-            if self.model.latent is not None:
-                prior = self.model.latent.prior(feats[-1])
-                mu, std = (v.repeat_interleave(n, 0) for v in (prior.mu, (0.5 * prior.logvar).exp()))
-                z = (mu + std * noise(tuple(mu.shape)).to(self.device))
+            feats = self.model.encode_image(self._to_device(x_in))
+            p, keep = self._existence(feats, streams, n, exists, given_finding)
+            z = self._latents(feats, streams, n)
+            nb, has = self._neighbours(neighbour, shape)
+            if nb is not None and exists is None:
+                keep &= has  # a sample that ended on the adjacent slice stays ended
             idx = keep.nonzero()[:, 0]
-            m = len(idx)
-            every = m == b * n
-            if b > 1 or not every:  # batch 1 with every sample broadcasts inside the denoiser
-                feats = [f.repeat_interleave(n, 0)[idx.to(self.device)] for f in feats]
-            if z is not None:
-                z = z[idx.to(self.device)]
-            nb = None  # every kept sample has its neighbour
-            if neighbour is not None and m:
-                nb = torch.as_tensor(np.asarray(neighbour, np.float32)).reshape(shape)[idx]
-                nb = nb.to(self.device)
-
-            def denoise(x_t, logsnr):
-                raw = self.model.denoise(x_t, logsnr, feats, z, nb)
-                return self.denoiser.x_hat(raw, x_t, logsnr)
-
-            def noise_kept(sub_shape):  # the noise of all samples, then the kept ones
-                return noise((b * n, *sub_shape[1:]))[idx]
-
-            if m:
-                x_hat[idx] = sample_masks(
-                    denoise, self.schedule, (m, *shape[1:]), steps=steps,
-                    sampler=sampler or cfg.sampler,
-                    device=self.device, on_step=progress,
-                    should_stop=should_stop, noise=noise if every else noise_kept).float().cpu()
+            if len(idx):
+                x_hat[idx] = self._denoise(feats, z, nb, has, idx, shape, streams, steps,
+                                           sampler, progress, should_stop)
             elif progress is not None:
                 progress(steps, steps)
-        out = x_hat.numpy().reshape(b, n, cfg.crop_size, cfg.crop_size)
+        out = x_hat.numpy().reshape(b, n, *shape[2:])
         return (out, p) if with_existence else out
 
-    def _counts(self, n: int | None, steps: int | None) -> tuple[int, int]:
-        n = self.cfg.n_samples if n is None else int(n)
-        steps = self.cfg.steps if steps is None else int(steps)
-        if not 1 <= n <= 1024:
-            raise InputError(f"n must be between 1 and 1024; got {n}")
-        if steps < 1:
-            raise InputError(f"steps must be >= 1; got {steps}")
-        return n, steps
+    def _existence(self, feats, streams: _Streams, n: int, exists, given_finding: bool):
+        """(p (B,) or None, keep (B*n,) bool): which samples see a finding (`draw`)."""
+        keep = torch.ones(streams.b * n, dtype=torch.bool)
+        logit = self.model.existence_logit(feats)
+        p = None if logit is None else torch.sigmoid(logit.float()).cpu()
+        if p is not None:  # always drawn, so that the noise after them stays the same
+            u = streams.rows(lambda g, r: existence_draws(g, r, n), streams.per)
+            if exists is None and not given_finding:
+                keep &= (u < p[:, None]).reshape(-1)
+        if exists is not None:
+            keep &= torch.as_tensor(np.asarray(exists, bool)).reshape(-1)
+        return p, keep
+
+    def _latents(self, feats, streams: _Streams, n: int) -> torch.Tensor | None:
+        """One latent per sample from the prior (models with a CIMD-style latent)."""
+        if self.model.latent is None:
+            return None
+        prior = self.model.latent.prior(feats[-1])
+        mu, std = (v.repeat_interleave(n, 0) for v in (prior.mu, (0.5 * prior.logvar).exp()))
+        return mu + std * streams.normal(tuple(mu.shape)).to(self.device)
+
+    @staticmethod
+    def _neighbours(neighbour, shape):
+        """(neighbour masks (B*n, 1, crop, crop) or None, has a non-empty neighbour (B*n,))."""
+        if neighbour is None:
+            return None, None
+        nb = torch.as_tensor(np.asarray(neighbour, np.float32)).reshape(shape)
+        return nb, (nb > 0).flatten(1).any(1)
+
+    def _denoise(self, feats, z, nb, has, idx, shape, streams: _Streams, steps: int, sampler,
+                 progress, should_stop) -> torch.Tensor:
+        """The diffusion sampling loop for samples `idx` of the (B*n) batch."""
+        m, b = len(idx), len(feats[0])
+        on = idx.to(self.device)
+        if b > 1 or m < shape[0]:  # batch 1 with every sample broadcasts inside the denoiser
+            feats = [f.repeat_interleave(shape[0] // b, 0)[on] for f in feats]
+        z = None if z is None else z[on]
+        if nb is not None:
+            nb, has = nb[idx].to(self.device), has[idx].to(self.device)
+
+        def denoise(x_t, logsnr):
+            raw = self.model.denoise(x_t, logsnr, feats, z, nb, has)
+            return self.denoiser.x_hat(raw, x_t, logsnr)
+
+        def noise_kept(sub_shape):  # the noise of all samples, then the kept ones
+            return streams.normal((shape[0], *sub_shape[1:]))[idx]
+
+        return sample_masks(denoise, self.schedule, (m, *shape[1:]), steps=steps,
+                            sampler=sampler or self.cfg.sampler, device=self.device,
+                            on_step=progress, should_stop=should_stop,
+                            noise=streams.normal if m == shape[0] else noise_kept).float().cpu()
+
+    def slice_steps(self, steps: int, neighbours, exists=None) -> int:
+        """Steps for slices drawn with `neighbours`: the model's neighbour steps when every
+        sample drawn continues its neighbour's outline, all `steps` when one begins there."""
+        if neighbours is None:
+            return steps
+        if exists is not None:
+            has = [np.asarray(m).reshape(len(m), -1).any(1) for m in neighbours]
+            if any((np.asarray(e, bool) & ~h).any() for e, h in zip(exists, has)):
+                return steps
+        return self.neighbour_steps(steps)
 
     @torch.inference_mode()
     def sample_slices(self, volume, zs: Sequence[int], prompts: Sequence[tuple[Any, Any]],
@@ -194,28 +250,26 @@ class Segmenter:
                       sampler: str | None = None, progress: Progress | None = None,
                       should_stop: Callable[[], bool] | None = None,
                       max_batch: int | None = None,
-                      neighbours: Sequence[np.ndarray] | None = None
-                      ) -> list[tuple[np.ndarray, tuple]]:
-        """Masks of slices `zs` of `volume` (anything indexable by slice: (Z, H, W[, C])), each
-        at its prompt (center, box); returns per slice ((n, H, W) bool masks, bounds).
+                      neighbours: Sequence[np.ndarray] | None = None,
+                      exists: Sequence[np.ndarray] | None = None,
+                      given_finding: bool = False) -> list[SliceSample]:
+        """Samples of slices `zs` of `volume` (anything indexable by slice: (Z, H, W[, C])),
+        each at its prompt (center, box): one `SliceSample` per slice.
 
         The slices go through the network together, `max_batch` samples per evaluation
         (whole slices; default `default_batch()`): the image encoder runs once per slice.
         Every slice uses `seed` (or its own entry of a sequence aligned with `zs`) as if
         sampled alone, so the result does not depend on how the slices are batched.
+        Existence (`draw`): each slice's own draws against its p, or `given_finding` (every
+        sample), or `exists` (per slice, (n,) bool: a slab's plan).
         `neighbours` (coherent models): per slice, the (n, H, W) masks of the same samples on
-        the adjacent slice; each sample continues its own outline and a sample empty there
-        stays empty; these slices take `neighbour_steps(steps)` steps.
+        the adjacent slice; each sample continues its own outline (`slice_steps`).
         `progress(done, total)` counts network evaluations over all batches; `should_stop` is
         checked before each.
         """
         n, steps = self._counts(n, steps)
-        if neighbours is not None:
-            steps = self.neighbour_steps(steps)
-        planes = [check_image_2d(np.asarray(volume[z]), f"slice {z}") for z in zs]
-        modality = guess_modality(np.asarray(volume[zs[0]]), modality)
-        regions = [self.region(p.shape, c, b, spacing) for p, (c, b) in zip(planes, prompts)]
-        x_all = [self.prepare(p, r, modality) for p, r in zip(planes, regions)]
+        steps = self.slice_steps(steps, neighbours, exists)
+        planes, regions, x_all = self.inputs(volume, zs, prompts, spacing, modality)
         size = self.cfg.crop_size
         per = max(1, (max_batch or self.default_batch()) // n)
         chunks = [range(i, min(i + per, len(zs))) for i in range(0, len(zs), per)]
@@ -223,43 +277,52 @@ class Segmenter:
         for c, chunk in enumerate(chunks):
             step_report = (None if progress is None else
                            lambda i, k, c=c: progress(c * steps + i, len(chunks) * steps))
-            nb = alive = None
+            nb = None
             if neighbours is not None:
-                prev = [np.asarray(neighbours[i], bool) for i in chunk]
-                alive = np.stack([m.reshape(n, -1).any(1) for m in prev])
                 nb = np.stack([[np.where(regions[i].extract(m.astype(np.float32), size) > 0.5,
-                                         1.0, -1.0) for m in ms] for i, ms in zip(chunk, prev)])
+                                         1.0, -1.0) for m in np.asarray(neighbours[i], bool)]
+                               for i in chunk])
             seeds = seed if isinstance(seed, (int, np.integer)) else [seed[i] for i in chunk]
-            x_hat = self.draw(torch.cat([x_all[i] for i in chunk]), n, steps, seeds,
-                              sampler=sampler, progress=step_report, should_stop=should_stop,
-                              same_noise=True, neighbour=nb, alive=alive)
+            plan = None if exists is None else np.stack([exists[i] for i in chunk])
+            x_hat, p = self.draw(torch.cat([x_all[i] for i in chunk]), n, steps, seeds,
+                                 sampler=sampler, progress=step_report, should_stop=should_stop,
+                                 same_noise=True, neighbour=nb, exists=plan,
+                                 given_finding=given_finding, with_existence=True)
             for j, i in enumerate(chunk):
                 shape = planes[i].shape
-                masks = regions[i].paste(x_hat[j], shape) > 0
-                out.append((masks, regions[i].bounds(size, shape)))
+                out.append(SliceSample(regions[i].paste(x_hat[j], shape) > 0,
+                                       regions[i].bounds(size, shape),
+                                       None if p is None else float(p[j])))
         return out
+
+    def _counts(self, n: int | None, steps: int | None) -> tuple[int, int]:
+        return sampling_counts(self.cfg, n, steps)
 
     def sample(self, image: np.ndarray, n: int | None = None, steps: int | None = None,
                seed: int = 0, *, center: tuple[float, float] | None = None,
                box: tuple[float, float, float, float] | None = None,
                spacing: tuple[float, ...] | None = None, modality: str = "auto",
                sampler: str | None = None, progress: Progress | None = None,
-               should_stop: Callable[[], bool] | None = None,
+               should_stop: Callable[[], bool] | None = None, given_finding: bool = True,
                mode_min_iou: float = 0.5) -> SampleResult:
         """N masks of one 2D image (H, W) or RGB (H, W, 3) at a centre or box (pixel
-        coordinates); `spacing` (y, x) mm/pixel resamples to the model's pixel size."""
+        coordinates); `spacing` (y, x) mm/pixel resamples to the model's pixel size.
+        By default the masks are drawn given a finding at the prompt and the model's
+        probability of one is `finding_probability`; `given_finding=False` draws the
+        benchmark distribution (some samples empty)."""
         n, steps = self._counts(n, steps)
         t0 = time.perf_counter()
         check_image_2d(image)  # bad input is reported before any work
-        ((masks, bounds),) = self.sample_slices(
+        (one,) = self.sample_slices(
             [image], [0], [(center, box)], n, steps, seed, spacing=spacing, modality=modality,
-            sampler=sampler, progress=progress, should_stop=should_stop)
+            sampler=sampler, progress=progress, should_stop=should_stop,
+            given_finding=given_finding)
         t1 = time.perf_counter()
-        agreement = masks.mean(0, dtype=np.float32)
-        inplane = tuple(spacing)[-2:] if spacing is not None else None
-        result = SampleResult(masks=masks, agreement=agreement, entropy=binary_entropy(agreement),
-                              modes=find_modes(masks, mode_min_iou), bounds=bounds, steps=steps,
-                              seed=int(seed), spacing=inplane)
+        conditional = given_finding and one.finding_probability is not None
+        result = SampleResult.from_masks(
+            one.masks, one.bounds, steps, seed, mode_min_iou,
+            spacing=tuple(spacing)[-2:] if spacing is not None else None,
+            finding_probability=one.finding_probability, conditional=conditional)
         result.timings = {"sample": t1 - t0, "postprocess": time.perf_counter() - t1,
                           "total": time.perf_counter() - t0}
         return result

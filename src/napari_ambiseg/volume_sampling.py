@@ -6,11 +6,19 @@ benchmarks. `sample_request(seg, Request(...))` returns a `SampleResult`:
 * 2D image: the segmenter's `sample`.
 * Slice range (`Request.slices`, contiguous from the lowest to the highest listed): every
   slice at the same prompt, all slices x samples through the network together
-  (`Segmenter.sample_slices`, `max_batch` samples per evaluation).
+  (`Segmenter.sample_slices`, `max_batch` samples per evaluation); a coherent model goes
+  outward from the start slice: `Request.start`, else the slice where the finding is most
+  evident (highest finding probability at the prompt; without an existence head, the prompt's
+  slice).
 * Follow the finding (`Request.propagate`): from the prompt slice up and down while the
   consensus (>= `Request.consensus` of the samples) is non-empty; each next slice is prompted
   at the centroid of its neighbour's consensus (a box keeps its size). The two directions go
   through the network together, one slice each per round.
+
+Two answers (`Request.given_finding`, the default): the samples are drawn given a finding at
+the prompt (on the start slice), and the model's probability of one is the result's
+`finding_probability`; which samples see a finding on which slice follows one plan for the
+whole slab (`existence.slab_existence`), so it does not depend on the start slice.
 
 The slab's modes are 3D (IoU over the whole slab) and every sample's size is measured with the
 source spacing (`measure`), in this worker, before the result is returned.
@@ -29,12 +37,12 @@ from typing import Any
 
 import numpy as np
 
-from .config import ModelConfig
+from .config import COHERENT, PER_SLICE, sampling_counts
 from .errors import Cancelled, InputError
-from .modes import find_modes
-from .result import SampleResult, binary_entropy
+from .existence import envelope, peak_slice, sample_draws
+from .result import SampleResult
 
-PER_SLICE, COHERENT = "per-slice", "coherent"  # how a segmenter samples a slab's slices
+__all__ = ["PER_SLICE", "COHERENT", "Prompt", "Request", "sample_request", "sample_volume"]
 
 Progress = Callable[[int, int, str], None]  # (done, total, description)
 
@@ -68,13 +76,13 @@ class Request:
     consensus: float = 0.5            # propagation continues while this consensus is non-empty
     sampler: str | None = None        # None: the model's
     max_batch: int | None = None      # samples per network evaluation (None: the segmenter's)
+    given_finding: bool = True        # samples given a finding; False: the benchmark distribution
+    start: int | None = None          # slice range: start here (None: where the finding is most
+                                      # evident); follow: prompt.z
 
 
 def _counts(seg, req: Request) -> tuple[int, int]:
-    cfg = getattr(seg, "cfg", None)
-    n = req.n if req.n is not None else getattr(cfg, "n_samples", ModelConfig.n_samples)
-    steps = req.steps if req.steps is not None else getattr(cfg, "steps", ModelConfig.steps)
-    return int(n), int(steps)
+    return sampling_counts(getattr(seg, "cfg", None), req.n, req.steps)
 
 
 def slice_plan(req: Request, depth: int) -> list[int]:
@@ -99,24 +107,90 @@ def follow_prompt(consensus: np.ndarray, prompt: Prompt) -> Prompt:
     return Prompt(box=(cy + 0.5 - hy, cx + 0.5 - hx, cy + 0.5 + hy, cx + 0.5 + hx))
 
 
+class _Existence:
+    """Which samples see a finding on which slab slice (`existence` module): the head's p
+    per slice, its envelope q from the peak (for "follow", the start slice is the peak), and
+    the samples' shared draws u, scaled by q(start) when drawn given a finding."""
+
+    def __init__(self, seg, req: Request, n: int, todo: list[int]):
+        self.seg, self.req = seg, req
+        self.u = sample_draws(req.seed, n)
+        self.p: dict[int, float] = {}
+        self.q: dict[int, float] = {}
+        if req.propagate:
+            self.start = todo[0]
+            self.p[self.start] = self._probabilities([self.start])[0]
+            self.q[self.start] = self.p[self.start]
+        else:
+            p = self._probabilities(todo)
+            prefer = req.prompt.z if req.prompt.z in todo else None
+            peak = peak_slice(p, None if prefer is None else todo.index(prefer))
+            self.start = todo[peak] if req.start is None else req.start
+            self.p = dict(zip(todo, map(float, p)))
+            self.q = dict(zip(todo, map(float, envelope(p, peak))))
+        self.scale = self.q[self.start] if req.given_finding else 1.0
+
+    @staticmethod
+    def of(seg, req: Request, n: int, todo: list[int]) -> _Existence | None:
+        """The plan for a segmenter with an existence head, else None (each draw decides)."""
+        head = getattr(getattr(seg, "model", None), "existence", None)
+        return None if head is None else _Existence(seg, req, n, todo)
+
+    def _probabilities(self, zs: list[int], prompts: list[Prompt] | None = None) -> np.ndarray:
+        prompts = prompts or [self.req.prompt] * len(zs)
+        return self.seg.finding_probabilities(self.req.image, zs,
+                                              [(p.center, p.box) for p in prompts],
+                                              self.req.spacing, self.req.modality)
+
+    def follow(self, zs: list[int], prompts: list[Prompt], heading: dict[int, int]) -> None:
+        """p and q of the next wave of a followed finding (q: the running minimum outward)."""
+        new = [z for z in zs if z not in self.p]
+        if new:
+            self.p.update(zip(new, map(float, self._probabilities(new, prompts))))
+        for z in zs:
+            self.q.setdefault(z, min(self.p[z], self.q[z - heading[z]]))
+
+    def exists(self, z: int) -> np.ndarray:
+        """(n,) bool: the samples that see a finding on slice z."""
+        if z == self.start and self.req.given_finding:
+            return np.ones(len(self.u), bool)
+        return self.u * self.scale < self.q[z]
+
+    @property
+    def probability(self) -> float:
+        """p(readers outline a finding) at the start slice (for a slab: at its peak, unless
+        asked to start elsewhere)."""
+        return self.q[self.start]
+
+
 class _Slices:
     """Samples slices through the segmenter, batched when it can; counts network steps."""
 
     def __init__(self, seg, req: Request, n: int, steps: int, progress: Progress,
-                 should_stop: Callable[[], bool] | None):
-        self.seg, self.req, self.n, self.steps = seg, req, n, steps
+                 should_stop: Callable[[], bool] | None, plan: _Existence | None):
+        self.seg, self.req, self.n, self.steps, self.plan = seg, req, n, steps, plan
         self.report, self.should_stop = progress, should_stop
         self.done = 0
         self.network_s = 0.0
 
     def __call__(self, zs: list[int], prompts: list[Prompt], expected: int,
-                 neighbours: list[np.ndarray] | None = None) -> list[tuple]:
+                 neighbours: list[np.ndarray] | None = None,
+                 heading: dict[int, int] | None = None) -> list[tuple]:
         """((n, H, W) masks, bounds) of slices zs; `expected` = steps known to be left;
-        `neighbours`: each slice's adjacent (n, H, W) masks (coherent models)."""
+        `neighbours`: each slice's adjacent (n, H, W) masks (coherent models), the adjacent
+        slice of z being z - heading[z]."""
         if self.should_stop is not None and self.should_stop():
             raise Cancelled("sampling stopped")
         req, done = self.req, self.done
-        steps = self.steps if neighbours is None else self.seg.neighbour_steps(self.steps)
+        exists = None
+        if self.plan is not None:
+            exists = [self.plan.exists(z) for z in zs]
+            if neighbours is not None:  # an outline that vanished on the adjacent slice ended
+                exists = [e & (m.reshape(len(m), -1).any(1) | ~self.plan.exists(z - heading[z]))
+                          for e, m, z in zip(exists, neighbours, zs)]
+        steps = self.steps
+        if hasattr(self.seg, "slice_steps"):
+            steps = self.seg.slice_steps(self.steps, neighbours, exists)
         total = max(done + expected, done + len(zs) * steps)
         text = f"slice {zs[0]}" if len(zs) == 1 else f"slices {min(zs)}-{max(zs)}"
         t0 = time.perf_counter()
@@ -125,9 +199,11 @@ class _Slices:
             out = self.seg.sample_slices(
                 req.image, zs, [(p.center, p.box) for p in prompts], self.n, self.steps,
                 req.seed, spacing=req.spacing, modality=req.modality, sampler=req.sampler,
-                max_batch=req.max_batch, should_stop=self.should_stop,
+                max_batch=req.max_batch, should_stop=self.should_stop, exists=exists,
+                given_finding=req.given_finding,
                 progress=lambda i, k: self.report(done + i * len(zs) * steps // k, total, text),
                 **extra)
+            out = [(s[0], s[1]) for s in out]
         else:  # a stand-in with `sample` only: one slice at a time
             out = []
             for j, (z, p) in enumerate(zip(zs, prompts)):
@@ -149,67 +225,97 @@ def _check_memory(n: int, depth: int, shape: tuple[int, ...]) -> None:
                          f"{need / 2**30:.1f} GB of masks; sample fewer slices or samples")
 
 
+def _volume_shape(req: Request) -> tuple[int, ...]:
+    shape = tuple(np.shape(req.image))
+    if len(shape) not in (3, 4):
+        raise InputError(f"a volume must be (Z, H, W) or (Z, H, W, C); got shape {shape}")
+    return shape
+
+
+def _start_slice(req: Request, todo: list[int], plan: _Existence | None) -> int:
+    """Where a slab is sampled from: the plan's (most evident, or `Request.start`), else the
+    requested start, else the prompt's slice, else the first."""
+    if plan is not None:
+        return plan.start
+    for z in (req.start, req.prompt.z):
+        if z in todo:
+            return z
+    return todo[0]
+
+
+def _next_slices(req: Request, z: int, masks: np.ndarray, heading: int,
+                 coherent: bool) -> tuple[list[int], np.ndarray | None]:
+    """The slices to sample after z (one step on in its heading, both ways from the start)
+    and, when following the finding, the consensus that prompts them (None: same prompt)."""
+    c = None
+    if req.propagate and coherent:  # on while any hypothesis goes on
+        share = masks.mean(0)
+        c = share >= share.max() / 2
+    elif req.propagate:
+        c = (masks.mean(0) >= req.consensus) & masks.any(0)
+    if c is not None and not c.any():
+        return [], c
+    return [z + step for step in ((1, -1) if heading == 0 else (heading,))], c
+
+
+def _outward(run: _Slices, req: Request, start: int, lo: int, hi: int, coherent: bool,
+             plan: _Existence | None):
+    """Sample outward from `start` in waves of one slice per direction (coherent models
+    and "follow the finding"); returns masks and bounds per slice."""
+    masks: dict[int, np.ndarray] = {}
+    bounds: dict[int, tuple] = {}
+    wave, prompts, heading = [start], {start: req.prompt}, {start: 0}
+    while wave:
+        if plan is not None and req.propagate:
+            plan.follow(wave, [prompts[z] for z in wave], heading)
+        neighbours = None
+        if coherent and heading[wave[0]] != 0:
+            neighbours = [masks[z - heading[z]] for z in wave]
+        out = run(wave, [prompts[z] for z in wave], len(wave) * run.steps, neighbours, heading)
+        for z, (m, b) in zip(wave, out):
+            masks[z], bounds[z] = m, b
+        nxt = []
+        for z in wave:
+            ahead, c = _next_slices(req, z, masks[z], heading[z], coherent)
+            for nz in ahead:
+                if lo <= nz <= hi and abs(nz - start) <= req.max_slices and nz not in masks:
+                    prompts[nz] = req.prompt if c is None else follow_prompt(c, prompts[z])
+                    heading[nz] = nz - z
+                    nxt.append(nz)
+        wave = nxt
+    return masks, bounds
+
+
 def sample_volume(seg, req: Request, progress: Progress | None = None,
                   should_stop: Callable[[], bool] | None = None) -> SampleResult:
     """A slab of `req.image` (Z, H, W[, C]): a slice range or the followed finding."""
     t0 = time.perf_counter()
     n, steps = _counts(seg, req)
-    shape = tuple(np.shape(req.image))
-    if len(shape) not in (3, 4):
-        raise InputError(f"a volume must be (Z, H, W) or (Z, H, W, C); got shape {shape}")
+    shape = _volume_shape(req)
     depth = shape[0]
     todo = slice_plan(req, depth)
-    run = _Slices(seg, req, n, steps, progress or (lambda *a: None), should_stop)
-    masks: dict[int, np.ndarray] = {}
-    bounds: dict[int, tuple] = {}
-    coherent = getattr(seg, "volume_method", PER_SLICE) == COHERENT
-    if not req.propagate and not coherent:  # independent slices: all through at once
-        _check_memory(n, len(todo), shape)
-        start = req.prompt.z if req.prompt.z in todo else todo[0]
-        for z, (m, b) in zip(todo, run(todo, [req.prompt] * len(todo), len(todo) * steps)):
-            masks[z], bounds[z] = m, b
-    else:  # outward from the start slice, in waves of one slice per direction
-        if req.propagate:
-            _check_memory(n, min(depth, 2 * req.max_slices + 1), shape)
-            start, lo, hi = todo[0], 0, depth - 1
-        else:
-            _check_memory(n, len(todo), shape)
-            start = req.prompt.z if req.prompt.z in todo else todo[0]
-            lo, hi = todo[0], todo[-1]
-        wave, prompts, heading = [start], {start: req.prompt}, {start: 0}
-        while wave:
-            neighbours = None
-            if coherent and heading[wave[0]] != 0:
-                neighbours = [masks[z - heading[z]] for z in wave]
-            left = len(wave) * steps
-            for z, (m, b) in zip(wave, run(wave, [prompts[z] for z in wave], left, neighbours)):
-                masks[z], bounds[z] = m, b
-            nxt = []
-            for z in wave:
-                c = None  # a slice range keeps the prompt; following needs a consensus
-                if req.propagate and coherent:  # on while any hypothesis goes on
-                    share = masks[z].mean(0)
-                    c = share >= share.max() / 2
-                elif req.propagate:
-                    c = (masks[z].mean(0) >= req.consensus) & masks[z].any(0)
-                for step in ((1, -1) if heading[z] == 0 else (heading[z],)):
-                    nz = z + step
-                    if ((c is None or c.any()) and lo <= nz <= hi
-                            and abs(nz - start) <= req.max_slices and nz not in masks):
-                        prompts[nz] = req.prompt if c is None else follow_prompt(c, prompts[z])
-                        heading[nz] = step
-                        nxt.append(nz)
-            wave = nxt
+    if req.start is not None and not req.propagate and req.start not in todo:
+        raise InputError(f"start slice {req.start} is outside the slices {todo[0]}..{todo[-1]}")
+    _check_memory(n, min(depth, 2 * req.max_slices + 1) if req.propagate else len(todo), shape)
+    plan = _Existence.of(seg, req, n, todo)
+    run = _Slices(seg, req, n, steps, progress or (lambda *a: None), should_stop, plan)
+    method = getattr(seg, "volume_method", PER_SLICE)
+    start = _start_slice(req, todo, plan)
+    if not req.propagate and method != COHERENT:  # independent slices: all through at once
+        out = run(todo, [req.prompt] * len(todo), len(todo) * steps)
+        masks = dict(zip(todo, (m for m, _ in out)))
+        bounds = dict(zip(todo, (b for _, b in out)))
+    else:
+        lo, hi = (0, depth - 1) if req.propagate else (todo[0], todo[-1])
+        masks, bounds = _outward(run, req, start, lo, hi, method == COHERENT, plan)
     t1 = time.perf_counter()
     zs = sorted(masks)
-    stack = np.stack([masks[z] for z in zs], axis=1)
-    agreement = stack.mean(0, dtype=np.float32)
-    w = stack.shape[-1]
-    method = getattr(seg, "volume_method", PER_SLICE)
-    result = SampleResult(stack, agreement, binary_entropy(agreement),
-                          find_modes(stack.reshape(n, -1, w)), bounds[start], steps, int(req.seed),
-                          z0=zs[0], key=start - zs[0], spacing=_spacing(req.spacing, 3),
-                          method=method)
+    result = SampleResult.from_masks(
+        np.stack([masks[z] for z in zs], axis=1), bounds[start], steps, req.seed, z0=zs[0],
+        key=start - zs[0], spacing=_spacing(req.spacing, 3), method=method,
+        finding_probability=None if plan is None else plan.probability,
+        conditional=plan is not None and req.given_finding,
+        slice_probabilities=None if plan is None else [plan.p.get(z) for z in zs])
     _ = result.sizes  # measured here, in the worker
     t2 = time.perf_counter()
     result.timings = {"sample": run.network_s, "prepare_and_plan": t1 - t0 - run.network_s,
@@ -241,7 +347,7 @@ def sample_request(seg, req: Request, progress: Progress | None = None,
     r = seg.sample(np.asarray(req.image), n, steps, req.seed, center=req.prompt.center,
                    box=req.prompt.box, spacing=req.spacing, modality=req.modality,
                    sampler=req.sampler, progress=lambda i, k: report(i, k, "sampling"),
-                   should_stop=should_stop)
+                   should_stop=should_stop, given_finding=req.given_finding)
     if r.spacing is None and req.spacing is not None:
         r.spacing = _spacing(req.spacing, 2)
     _ = r.sizes  # measured here, in the worker

@@ -1,0 +1,78 @@
+"""Is there a finding, and on which slices: the existence decisions of N samples (Qt-free).
+
+A model with an existence head gives p(z) = p(readers would outline a finding | crop of slice
+z). Sample k carries one uniform draw u_k, shared by every slice it is sampled on, and sees a
+finding on slice z where u_k < q(z). On one image q = p. Along a slab, q is p's *envelope
+from its peak*: the running minimum of p going outward from the slice where p is highest,
+so every sample's finding is one run of slices that contains the peak (a finding does not
+stop and start again), and the decisions depend on the slab, not on the slice sampling
+starts from (`slab_existence`).
+
+Given a finding at a slice s ("what would experts outline here?"): conditioning
+"u_k < q(s)" draws u_k uniform below q(s), i.e. u_k * q(s); every sample then exists on s
+and still begins and ends along z where q says so. The draws are stratified
+(`existence_draws`), so floor(qN) or ceil(qN) samples see a finding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+def existence_draws(generator: torch.Generator, rows: int, n: int) -> torch.Tensor:
+    """(rows, n) uniforms, one in each stratum [j/n, (j+1)/n) in random order per row; sample
+    k exists where its draw is below p. Stratified rather than independent: the number that
+    exist is floor(pn) or ceil(pn) (pn on average, so calibration is kept) instead of a
+    binomial count, which costs HM-IoU and GED (docs/benchmarks.md, "Existence")."""
+    order = torch.rand((rows, n), generator=generator).argsort(1)
+    return (order + torch.rand((rows, 1), generator=generator)) / n
+
+
+def sample_draws(seed: int, n: int) -> np.ndarray:
+    """The (n,) existence draws of one input sampled alone with `seed`: the first thing its
+    random stream gives (`Segmenter.draw`), so planning them ahead changes no noise."""
+    return existence_draws(torch.Generator().manual_seed(int(seed)), 1, n)[0].numpy()
+
+
+def peak_slice(p: np.ndarray, prefer: int | None = None) -> int:
+    """Index of the highest p; ties go to the one nearest `prefer` (else the middle)."""
+    p = np.asarray(p, float)
+    prefer = len(p) // 2 if prefer is None else prefer
+    best = np.flatnonzero(p >= p.max() - 1e-6)
+    return int(best[np.argmin(np.abs(best - prefer))])
+
+
+def envelope(p: np.ndarray, peak: int) -> np.ndarray:
+    """The running minimum of p outward from `peak`: the probability that a finding seen at
+    the peak still reaches each slice (non-increasing away from it)."""
+    q = np.asarray(p, float).copy()
+    for z in range(peak + 1, len(q)):
+        q[z] = min(q[z], q[z - 1])
+    for z in range(peak - 1, -1, -1):
+        q[z] = min(q[z], q[z + 1])
+    return q
+
+
+@dataclass
+class SlabExistence:
+    """Which of N samples see a finding on which slab slice."""
+
+    exists: np.ndarray              # (Z, N) bool
+    probability: float              # p(readers outline a finding) at the start slice
+    slice_probabilities: np.ndarray  # (Z,) the head's p per slice
+
+
+def slab_existence(p: np.ndarray, u: np.ndarray, start: int,
+                   given_finding: bool) -> SlabExistence:
+    """Existence of the samples with draws `u` (N,) on the slab's slices with head
+    probabilities `p` (Z,), sampling from slice index `start`."""
+    p = np.asarray(p, float)
+    q = envelope(p, peak_slice(p, start))
+    scale = q[start] if given_finding else 1.0
+    exists = np.asarray(u, float)[None, :] * scale < q[:, None]
+    if given_finding:
+        exists[start] = True  # also where q(start) is 0
+    return SlabExistence(exists, float(q[start]), p)
