@@ -6,7 +6,7 @@ finding on slice z where u_k < q(z). On one image q = p. Along a slab, q is p's 
 from its peak*: the running minimum of p going outward from the slice where p is highest,
 so every sample's finding is one run of slices that contains the peak (a finding does not
 stop and start again), and the decisions depend on the slab, not on the slice sampling
-starts from (`slab_existence`).
+starts from (the plan: `volume_sampling._Existence`).
 
 Given a finding at a slice s ("what would experts outline here?"): conditioning
 "u_k < q(s)" draws u_k uniform below q(s), i.e. u_k * q(s); every sample then exists on s
@@ -15,8 +15,6 @@ and still begins and ends along z where q says so. The draws are stratified
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -54,25 +52,3 @@ def envelope(p: np.ndarray, peak: int) -> np.ndarray:
     for z in range(peak - 1, -1, -1):
         q[z] = min(q[z], q[z + 1])
     return q
-
-
-@dataclass
-class SlabExistence:
-    """Which of N samples see a finding on which slab slice."""
-
-    exists: np.ndarray              # (Z, N) bool
-    probability: float              # p(readers outline a finding) at the start slice
-    slice_probabilities: np.ndarray  # (Z,) the head's p per slice
-
-
-def slab_existence(p: np.ndarray, u: np.ndarray, start: int,
-                   given_finding: bool) -> SlabExistence:
-    """Existence of the samples with draws `u` (N,) on the slab's slices with head
-    probabilities `p` (Z,), sampling from slice index `start`."""
-    p = np.asarray(p, float)
-    q = envelope(p, peak_slice(p, start))
-    scale = q[start] if given_finding else 1.0
-    exists = np.asarray(u, float)[None, :] * scale < q[:, None]
-    if given_finding:
-        exists[start] = True  # also where q(start) is 0
-    return SlabExistence(exists, float(q[start]), p)

@@ -18,7 +18,7 @@ benchmarks. `sample_request(seg, Request(...))` returns a `SampleResult`:
 Two answers (`Request.given_finding`, the default): the samples are drawn given a finding at
 the prompt (on the start slice), and the model's probability of one is the result's
 `finding_probability`; which samples see a finding on which slice follows one plan for the
-whole slab (`existence.slab_existence`), so it does not depend on the start slice.
+whole slab (`_Existence`, after `existence`), so it does not depend on the start slice.
 
 The slab's modes are 3D (IoU over the whole slab) and every sample's size is measured with the
 source spacing (`measure`), in this worker, before the result is returned.
