@@ -57,11 +57,13 @@ def test_bundled_model_reads_whether_the_nodule_is_there(seg, test_subset):
 def test_bundled_model_samples_one_3d_outline_per_sample(seg, lidc_dir):
     data = load_npz(lidc_dir / "test.npz")
     stacks = [rows for rows in nodule_stacks(lidc_dir / "index.csv", "test") if len(rows) >= 6]
+    assert len(stacks) >= 2, "the LIDC test split has fewer than 2 nodules of >= 6 slices"
     for rows in stacks[:2]:
         z = len(rows)
         r = sample_request(seg, Request(data.images[rows], Prompt(z=z // 2), n=16, steps=10,
                                         volume=True, slices=[0, z - 1], modality="8bit"))
         filled = r.masks.reshape(16, z, -1).any(-1)
+        assert filled.any(1).any(), "no sample outlined the nodule: nothing to check"
         for f in filled[filled.any(1)]:  # each sample's slices are one connected run
             first, last = np.argmax(f), z - 1 - np.argmax(f[::-1])
             assert f[first:last + 1].all()
