@@ -198,3 +198,20 @@ def test_recovery_root_env_and_default(tmp_path, monkeypatch):
     assert R.recovery_root() == tmp_path / "x"
     monkeypatch.delenv(R.ENV)
     assert R.recovery_root().name == "recovery" and "napari-ambiseg" in str(R.recovery_root())
+
+
+def test_fingerprint_ignores_the_time_only(tmp_path):
+    """A snapshot equal to the last one written is skipped: its fingerprint says 'same'."""
+    _, state = _state(tmp_path)
+    first = R.prepare("k", state)
+    time.sleep(0.01)
+    again = R.prepare("k", state)
+    assert first.record != again.record and first.fingerprint() == again.fingerprint()
+    painted = state.data.copy()
+    painted[0, 0, 0] = 2
+    renamed = R.LayerState("other", state.data, state.transform, state.metadata)
+    moved = R.LayerState(state.name, state.data, {**state.transform, "translate": [0, 0, 0]},
+                         state.metadata)
+    for changed in (R.LayerState(state.name, painted, state.transform, state.metadata),
+                    renamed, moved):
+        assert R.prepare("k", changed).fingerprint() != first.fingerprint()

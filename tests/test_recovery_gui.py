@@ -59,6 +59,10 @@ def test_protect_snapshots_at_once_then_edits_on_the_timer(make_napari_viewer, q
     c.tick()
     c.flush()
     assert writes == []  # nothing changed: nothing written
+    layer.refresh()  # redrawn (as on a slice change) but unchanged: still nothing written
+    c.tick()
+    c.flush()
+    assert writes == []
     layer.paint((2, 10, 10), 5)  # a brush stroke
     c.tick()
     np.testing.assert_array_equal(_snapshot_of(layer, viewer), layer.data)

@@ -21,6 +21,7 @@ which removes its folder. Qt-free.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -83,6 +84,17 @@ class Prepared:
     crop: np.ndarray
     offset: np.ndarray
     record: str
+    content: str = ""  # the record without its time: what a snapshot says besides voxels
+
+    def fingerprint(self) -> bytes:
+        """Digest of everything the snapshot restores (voxels, where they go, dtype, name,
+        transform, metadata) but not the time it was taken: equal fingerprints, same layer."""
+        h = hashlib.blake2b(digest_size=20)
+        for part in (self.content, self.crop.dtype.str, str(self.crop.shape)):
+            h.update(part.encode())
+        h.update(np.ascontiguousarray(self.offset, dtype=np.int64).tobytes())
+        h.update(np.ascontiguousarray(self.crop).data)
+        return h.digest()
 
 
 @dataclass(frozen=True)
@@ -141,12 +153,14 @@ def prepare(key: str, state: LayerState) -> Prepared:
             dropped.append(str(k))  # not JSON data: not part of what we promise to restore
     record = {
         "format": FORMAT, "key": key, "name": str(state.name),
-        "shape": list(data.shape), "dtype": data.dtype.str, "time": time.time(),
+        "shape": list(data.shape), "dtype": data.dtype.str,
         "transform": {k: _plain(v) for k, v in state.transform.items() if k in TRANSFORM},
         "metadata": metadata, "dropped_metadata": dropped,
     }
+    content = json.dumps(record, sort_keys=True)
     return Prepared(key, np.array(data[box], copy=True),
-                    np.array([s.start for s in box], dtype=np.int64), json.dumps(record))
+                    np.array([s.start for s in box], dtype=np.int64),
+                    json.dumps({**record, "time": time.time()}), content)
 
 
 def _fsync(path: Path) -> None:

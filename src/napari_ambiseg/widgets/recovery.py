@@ -6,6 +6,16 @@
   taken on the GUI thread, the compression and write happen on one background thread.
 * A protected layer the user removes is forgotten (closing it was a choice). Closing the
   viewer normally ends the session and deletes its snapshots; a crash leaves them.
+* Only napari's public API is used, so this keeps working when napari 0.10 closes private
+  attributes to plugins (issue 27.5). Docks opened from the Plugins menu hold the viewer
+  wrapped in napari's ``PublicOnlyProxy``; objects are matched by the object a proxy wraps
+  (:func:`_key`), so every dock of a viewer shares one session. What tells a layer changed:
+  its public events ``paint`` (a stroke), ``data`` (new array), ``set_data`` (its data were
+  redrawn: an undo or redo, which napari applies without a paint event, but also a slice
+  change) and the name and transform events. A snapshot whose content (voxels, name,
+  transform, metadata) equals the last one written is not written again. The end of the
+  viewer is the ``destroyed`` signal of ``viewer.window.main_menu`` (the window's menu bar,
+  a public member, destroyed with the window) or the application quitting.
 * :class:`RecoveryBanner`, shown at the top of the docks, offers the labels of sessions that
   ended unexpectedly: Restore (as Labels layers with their geometry and metadata, protected in
   this session) or Discard.
@@ -29,7 +39,14 @@ from qtpy.QtWidgets import QApplication, QFrame, QHBoxLayout, QLabel, QMessageBo
 from .. import recovery as R
 
 INTERVAL_MS = 30_000  # painting since the last snapshot is what a crash can lose
-EVENTS = ("paint", "data", "name", *R.TRANSFORM)
+# public layer events after which a snapshot may differ ("set_data": undo/redo, see above)
+EVENTS = ("paint", "data", "set_data", "name", *R.TRANSFORM)
+
+
+def _key(obj) -> int:
+    """Identity of a napari object, the same for the object and for napari's PublicOnlyProxy
+    of it (docks opened from the Plugins menu get proxies; events carry the objects)."""
+    return id(getattr(obj, "__wrapped__", obj))
 
 
 def state_of(layer) -> R.LayerState:
@@ -47,10 +64,11 @@ def state_of(layer) -> R.LayerState:
     return R.LayerState(layer.name, layer.data, transform, metadata)
 
 
-def _history(layer) -> tuple[int, int]:
-    """Lengths of the layer's undo/redo stacks: they change on undo and redo, which napari
-    applies without a paint event."""
-    return (len(getattr(layer, "_undo_history", ())), len(getattr(layer, "_redo_history", ())))
+def _end_signal(viewer):
+    """A public Qt signal emitted when the viewer's window is gone: the ``destroyed`` signal
+    of its menu bar (``viewer.window.main_menu``, deleted with the window); None headless."""
+    menu = getattr(getattr(viewer, "window", None), "main_menu", None)
+    return getattr(menu, "destroyed", None)
 
 
 @dataclass
@@ -58,7 +76,6 @@ class _Tracked:
     layer: Any
     key: str
     dirty: bool = False
-    history: tuple[int, int] = (0, 0)
 
 
 class RecoveryController(QObject):
@@ -70,7 +87,8 @@ class RecoveryController(QObject):
         self.session: R.Session | None = None
         self.ended = False
         self.last_error: BaseException | None = None
-        self._tracked: dict[int, _Tracked] = {}
+        self._tracked: dict[int, _Tracked] = {}  # by _key(layer)
+        self._written: dict[str, bytes] = {}  # snapshot key -> fingerprint (writer thread)
         self._pending: list[Future] = []
         self._reported = False
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="ambiseg-recovery")
@@ -78,9 +96,8 @@ class RecoveryController(QObject):
         self.timer.setInterval(INTERVAL_MS)
         self.timer.timeout.connect(self.tick)
         viewer.layers.events.removed.connect(self._on_removed)
-        window = getattr(getattr(viewer, "window", None), "_qt_window", None)
-        if window is not None:
-            window.destroyed.connect(self.end)
+        if (closed := _end_signal(viewer)) is not None:
+            closed.connect(self.end)
         app = QApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self.end)
@@ -99,25 +116,36 @@ class RecoveryController(QObject):
             raise RuntimeError("the viewer is closing")
         if self.session is None:
             self.session = R.start_session()
-        tracked = self._tracked.get(id(layer))
+        tracked = self._tracked.get(_key(layer))
         if tracked is None:
             tracked = _Tracked(layer, uuid.uuid4().hex)
             for name in EVENTS:
                 if (emitter := getattr(layer.events, name, None)) is not None:
                     emitter.connect(self._on_change)
-            self._tracked[id(layer)] = tracked
-        self._write(tracked).result()  # after any queued write of the same layer
+            self._tracked[_key(layer)] = tracked
+        self._write(tracked, force=True).result()  # after any queued write of the same layer
         self.timer.start()
 
-    def _write(self, tracked: _Tracked) -> Future:
+    def _write(self, tracked: _Tracked, force: bool = False) -> Future:
         prepared = R.prepare(tracked.key, state_of(tracked.layer))
-        tracked.dirty, tracked.history = False, _history(tracked.layer)
-        future = self._writer.submit(self.session.write, prepared)
+        tracked.dirty = False
+        future = self._writer.submit(self._publish, prepared, force)
         self._pending.append(future)
         return future
 
+    def _publish(self, prepared: R.Prepared, force: bool) -> None:
+        """Writer thread: write the snapshot unless it holds what was last written."""
+        fingerprint = prepared.fingerprint()
+        if force or self._written.get(prepared.key) != fingerprint:
+            self.session.write(prepared)
+            self._written[prepared.key] = fingerprint
+
+    def _forget(self, key: str) -> None:
+        self._written.pop(key, None)
+        self.session.forget(key)
+
     def _on_change(self, event) -> None:
-        tracked = self._tracked.get(id(event.source))
+        tracked = self._tracked.get(_key(event.source))
         if tracked is not None:
             tracked.dirty = True
 
@@ -128,7 +156,7 @@ class RecoveryController(QObject):
         self._check_writes()
         self.session.heartbeat()
         for tracked in list(self._tracked.values()):
-            if tracked.dirty or _history(tracked.layer) != tracked.history:
+            if tracked.dirty:
                 try:
                     self._write(tracked)
                 except Exception as e:  # noqa: BLE001 - reported, the viewer keeps working
@@ -157,14 +185,14 @@ class RecoveryController(QObject):
 
     # -------------------------------------------------------------- forget / end
     def _on_removed(self, event) -> None:
-        tracked = self._tracked.pop(id(event.value), None)
+        tracked = self._tracked.pop(_key(event.value), None)
         if tracked is None:
             return
         for name in EVENTS:
             if (emitter := getattr(tracked.layer.events, name, None)) is not None:
                 emitter.disconnect(self._on_change)
         if self.session is not None and not self.ended:
-            self._pending.append(self._writer.submit(self.session.forget, tracked.key))
+            self._pending.append(self._writer.submit(self._forget, tracked.key))
 
     def end(self, *_) -> None:
         """The viewer closed normally: stop, finish the writes, delete the session."""
@@ -182,7 +210,7 @@ class RecoveryController(QObject):
         self._writer.shutdown(wait=True)
         if self.session is not None:
             self.session.end()
-        _CONTROLLERS.pop(id(self.viewer), None)
+        _CONTROLLERS.pop(_key(self.viewer), None)
 
 
 _CONTROLLERS: dict[int, RecoveryController] = {}
@@ -190,9 +218,9 @@ _CONTROLLERS: dict[int, RecoveryController] = {}
 
 def controller(viewer) -> RecoveryController:
     """The recovery controller of `viewer` (made on first use)."""
-    c = _CONTROLLERS.get(id(viewer))
-    if c is None or c.viewer is not viewer:
-        c = _CONTROLLERS[id(viewer)] = RecoveryController(viewer)
+    c = _CONTROLLERS.get(_key(viewer))
+    if c is None or _key(c.viewer) != _key(viewer):
+        c = _CONTROLLERS[_key(viewer)] = RecoveryController(viewer)
     return c
 
 
