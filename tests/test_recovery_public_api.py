@@ -86,3 +86,24 @@ def test_adopt_paint_undo_save_close_through_the_plugin_menu(make_napari_viewer,
     viewer.close()  # closing the window ends the session (public signal of the window)
     qtbot.waitUntil(lambda: c.ended, timeout=5000)
     assert not folder.exists() and R.orphaned_sessions() == []
+
+
+def test_restore_from_a_plugin_menu_dock(make_napari_viewer, qtbot):
+    from test_recovery_gui import _leave_orphan
+
+    expected = _leave_orphan(R.recovery_root())
+    viewer = make_napari_viewer()
+    sampler, gallery = _docks(viewer)
+    banner = sampler.findChild(W.RecoveryBanner)
+    assert not banner.isHidden()
+    banner.rows[0][1].click()  # Restore, in the sampling dock
+    layer = viewer.layers["left behind"]
+    np.testing.assert_array_equal(layer.data, expected)
+    c = W.controller(viewer)
+    assert W.controller(gallery.viewer) is c and c.protected() == [layer]
+    layer.paint((3, 4), 9)
+    c.tick()
+    c.flush()
+    [key] = c.session.keys()
+    assert (R.read_snapshot(c.session.path(key)).data == 9).any()
+    assert R.orphaned_sessions() == [] and banner.isHidden()
