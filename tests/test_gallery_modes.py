@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_ambiseg.modes import empty_or_speck, find_modes
+from napari_ambiseg.modes import empty_or_speck, find_modes, mode_labels, mode_names
 
 
 def _disk(c, r, shape=(32, 32)):
@@ -47,6 +47,17 @@ def test_speck_rule_is_per_marked_slice_for_volumes():
     assert speck.tolist() == [True, False, False]
 
 
+def test_outline_modes_are_numbered_consecutively_wherever_no_finding_sits():
+    """Issue 27.2: "no finding" first left "mode 2", "mode 3" with no mode 1."""
+    assert mode_names([True, False, False]) == ["no finding", "mode 1", "mode 2"]
+    assert mode_names([False, True, False]) == ["mode 1", "no finding", "mode 2"]
+    assert mode_names([False, False]) == ["mode 1", "mode 2"]
+    big, other = _disk((10, 10), 4), _disk((24, 24), 4)
+    masks = np.stack([np.zeros_like(big)] * 9 + [big] * 5 + [other] * 2)
+    assert mode_labels(find_modes(masks), masks) == [
+        "no finding - 9 of 16", "mode 1 - 5 of 16", "mode 2 - 2 of 16"]
+
+
 @pytest.mark.gui
 def test_gallery_says_where_specks_went(make_napari_viewer, qtbot):
     from napari_ambiseg.testing import ScriptedSegmenter
@@ -63,7 +74,7 @@ def test_gallery_says_where_specks_went(make_napari_viewer, qtbot):
     with qtbot.waitSignal(sampler.done, timeout=30_000):
         sampler.run()
     texts = [h.text().replace("<b>", "").replace("</b>", "") for h in gallery.headers]
-    assert texts[0] == "no finding - 10 of 16" and texts[1].startswith("mode 2 - 6 of 16: ")
-    assert gallery.notes.text() == "2 specks (<= 2 px) joined mode 2"
+    assert texts[0] == "no finding - 10 of 16" and texts[1].startswith("mode 1 - 6 of 16: ")
+    assert gallery.notes.text() == "2 specks (<= 2 px) joined mode 1"
     assert gallery.notes.isVisible() or not gallery.isVisible()
     assert sorted(gallery.adopt_buttons) == [2]

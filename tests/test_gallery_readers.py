@@ -94,6 +94,33 @@ def test_readers_of_a_2d_image(make_napari_viewer, qtbot):
     assert not layer.visible and per_pixel.data.shape == (64, 64)
 
 
+def test_readers_name_the_modes_the_headers_show(make_napari_viewer, qtbot):
+    """Issue 27.2: with "no finding" the largest group the outline modes are still "mode 1",
+    "mode 2", and the readers' row refers to them by those names."""
+    from napari_ambiseg.testing import disk
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((64, 64), np.float32), name="xr")
+    readers = np.stack([disk((64, 64), 9, (32, 32)), disk((64, 64), 5, (32, 32))])
+    viewer.add_labels(readers.astype(np.uint8), name="xr readers",
+                      metadata={"ambiseg_readers": {"count": 2, "image_name": "xr"}})
+    sampler, gallery = SamplingWidget(viewer), GalleryWidget(viewer)
+    # 9 empty, 5 disks of radius 5, 2 of radius 9
+    sampler.set_segmenter(ScriptedSegmenter(groups=(9, 5, 2), radii=(0, 5, 9)), "scripted")
+    sampler.n.setValue(16)
+    sampler.steps.setValue(1)
+    with qtbot.waitSignal(sampler.done, timeout=30_000):
+        sampler.run()
+    texts = [h.text().replace("<b>", "").replace("</b>", "") for h in gallery.headers[1:]]
+    assert texts[0] == "no finding - 9 of 16"
+    assert texts[1].startswith("mode 1 - 5 of 16") and texts[2].startswith("mode 2 - 2 of 16")
+    assert [b.text() for b in gallery.reader_buttons] == ["reader 1\nmode 2", "reader 2\nmode 1"]
+    assert "reader 1 -> mode 2, reader 2 -> mode 1" in gallery.headers[0].toolTip()
+    assert sorted(gallery.adopt_buttons) == [2, 3]  # by rank: the outline modes
+    gallery.adopt_mode(3)
+    assert gallery.status.text().startswith("Adopted mode 2 (sample ")
+
+
 def test_an_already_hidden_readers_layer_leaves_the_slider_to_the_samples(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     image, readers = open_lidc(viewer)

@@ -65,6 +65,24 @@ def test_modes_sorted_by_frequency_and_click_shows_sample(make_napari_viewer, qt
     assert len(gallery.buttons) == 4
 
 
+def test_the_status_line_follows_a_new_sampling_run(make_napari_viewer, qtbot):
+    """Issue 27.6: after a new run the gallery no longer says "Showing sample 11." of the
+    previous result: its status speaks of the new samples."""
+    viewer, src, sampler, gallery = setup(make_napari_viewer, qtbot)
+    gallery.buttons[11].click()
+    assert gallery.status.text().startswith("Showing sample 11")
+    sampler.n.setValue(8)
+    with qtbot.waitSignal(sampler.done, timeout=30_000):
+        sampler.run()
+    assert "sample 11" not in gallery.status.text()
+    assert gallery.status.text().startswith("8 samples of 'ct'")
+    gallery.adopt_mode(1)
+    assert gallery.status.text().startswith("Adopted mode 1 (sample ")
+    with qtbot.waitSignal(sampler.done, timeout=30_000):
+        sampler.run()
+    assert not gallery.status.text().startswith("Adopted")
+
+
 def test_adopt_mode_into_new_labels_with_source_geometry_and_undo(make_napari_viewer, qtbot):
     viewer, src, _, gallery = setup(make_napari_viewer, qtbot)
     labels = gallery.adopt_mode(2)  # the radius-9 disks
@@ -120,7 +138,8 @@ def test_adopt_into_painted_layer_keeps_paint_after_confirmation(make_napari_vie
 def test_adopt_from_a_volume_lands_on_the_right_slice(make_napari_viewer, qtbot):
     viewer, src, sampler, gallery = setup(make_napari_viewer, qtbot, volume=True)
     assert sampler.last_outputs.z0 == 3
-    assert "mm^3" in gallery.headers[0].text()  # (z, y, x) spacing reaches the sizes
+    header = gallery.headers[0].text()  # one slice of a volume is measured as a plane
+    assert "mm^2" in header and "one slice" in header
     labels = gallery.adopt_sample(0)
     assert labels.data.shape == (5, 64, 64)
     np.testing.assert_allclose(labels.scale, (2.0, *SCALE))

@@ -3,10 +3,15 @@
 Specks (samples of at most `SPECK_PX` pixels per marked slice) form no mode of their own: a
 speck lying mostly inside a mode's representative joins that mode, any other counts as "no
 finding" (it joins the empty mode, made for it if no sample is empty).
+
+Names users see (`mode_names`, `mode_labels`): the empty mode is "no finding", the outline
+modes are numbered 1..k in rank order wherever "no finding" sits, so that "mode 1" is the
+commonest outline and every reference to a mode (headers, readers, CLI) can be matched.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +27,7 @@ class Mode:
     specks: list[int] = field(default_factory=list)  # members merged in as specks
 
     def label(self, rank: int, n: int) -> str:
+        """"mode `rank` - k of n"; the numbering users see is `mode_labels`'."""
         return f"mode {rank} - {len(self.members)} of {n}"
 
 
@@ -89,3 +95,30 @@ def find_modes(masks: np.ndarray, min_iou: float = 0.5, speck_px: int = SPECK_PX
     modes.sort(key=lambda m: (-len(m.members), min(m.members)))
     return modes
 
+
+
+NO_FINDING = "no finding"
+
+
+def no_finding(modes: Sequence[Sequence[int]], masks: np.ndarray) -> list[bool]:
+    """Per mode (member lists, representative first): whether it says "no finding", its
+    representative being empty or a speck (`empty_or_speck`)."""
+    empty, speck = empty_or_speck(masks)
+    return [bool(empty[m[0]] or speck[m[0]]) for m in modes]
+
+
+def mode_names(nothing: Sequence[bool]) -> list[str]:
+    """Names of the modes in rank order from their `no_finding` flags: "no finding", and the
+    outline modes numbered consecutively "mode 1".."mode k" wherever "no finding" sits."""
+    names, k = [], 0
+    for flag in nothing:
+        k += not flag
+        names.append(NO_FINDING if flag else f"mode {k}")
+    return names
+
+
+def mode_labels(modes: Sequence[Mode], masks: np.ndarray) -> list[str]:
+    """Headers of `find_modes`' modes for `masks`: "mode 1 - 9 of 16", "no finding - 4 of 16"
+    (the CLI's mode lines and summary.json)."""
+    names = mode_names(no_finding([m.members for m in modes], masks))
+    return [f"{name} - {len(m.members)} of {len(masks)}" for name, m in zip(names, modes)]

@@ -2,6 +2,7 @@
 
 It reads what the sampler left in the viewer (the samples layer and its metadata), so it
 follows re-runs, works for any image with results, and needs no link to the sampling dock.
+Thumbnails keep their size: their rows wrap to the dock's width and scroll, never shrink.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qtpy.QtCore import QSize, Qt
+from qtpy.QtCore import QEvent, QSize, Qt
 from qtpy.QtWidgets import (
     QButtonGroup,
     QDoubleSpinBox,
@@ -20,6 +21,7 @@ from qtpy.QtWidgets import (
     QMessageBox,
     QPushButton,
     QScrollArea,
+    QSizePolicy,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -27,7 +29,7 @@ from qtpy.QtWidgets import (
 
 from ..compare import compare_readers, report_text
 from ..layer_contract import READERS_KEY, base_data, layer_record, on_grid
-from ..modes import SPECK_PX, empty_or_speck
+from ..modes import SPECK_PX, empty_or_speck, mode_names, no_finding
 from ..result import consensus
 from . import layers as L
 from ._qt import LayerChoice, notify_error
@@ -37,9 +39,9 @@ from .thumbnails import crop_box, thumbnail, to_pixmap
 if TYPE_CHECKING:
     import napari
 
-COLUMNS = 4
 THUMB = 80
 READER_THUMB = 64  # the readers' row: smaller, with two-line captions
+SPACING = 6  # between thumbnails
 GROWN_HEIGHT = 620  # dock height asked for once docked (readers' row + two rows of a mode)
 
 
@@ -47,7 +49,33 @@ def _thumb_button(size: int = THUMB) -> QToolButton:
     b = QToolButton()
     b.setIconSize(QSize(size, size))
     b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextUnderIcon)
+    b.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)  # never squashed
     return b
+
+
+class Thumbs(QWidget):
+    """Thumbnail buttons in rows of as many as fit the width `flow` is given, left-aligned;
+    the rows wrap (the gallery scrolls) instead of the thumbnails shrinking."""
+
+    def __init__(self, buttons: list[QToolButton]):
+        super().__init__()
+        self.buttons, self.columns = buttons, 0
+        self.grid = QGridLayout(self)
+        self.grid.setContentsMargins(0, 0, 0, 0)
+        self.grid.setSpacing(SPACING)
+        self.grid.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+
+    def flow(self, width: int) -> None:
+        """Lay the buttons out in rows that fit `width` pixels (at least one a row)."""
+        cell = max((b.sizeHint().width() for b in self.buttons), default=1)
+        columns = max(1, (width + SPACING) // (cell + SPACING))
+        if columns == self.columns:
+            return
+        for b in self.buttons:
+            self.grid.removeWidget(b)
+        for i, b in enumerate(self.buttons):
+            self.grid.addWidget(b, i // columns, i % columns)
+        self.columns = columns
 
 
 def rows_height(rows: int) -> int:
@@ -59,8 +87,8 @@ def rows_height(rows: int) -> int:
     b.setIcon(QIcon(QPixmap(THUMB, THUMB)))
     header = max(QLabel("<b>mode 1</b>").sizeHint().height(),
                  QPushButton("Adopt").sizeHint().height()) + 6  # its top margin
-    margins, spacing = 12, 6  # the content's margin and the layouts' spacing (Qt styles: 9-11, 6)
-    return margins + header + spacing + rows * (b.sizeHint().height() + spacing)
+    margins = 12  # the content's margin (Qt styles: 9-11)
+    return margins + header + SPACING + rows * (b.sizeHint().height() + SPACING)
 
 
 def _is_samples(layer) -> bool:
@@ -90,6 +118,8 @@ class GalleryWidget(QWidget):
         self.selected: int | None = None
         self.buttons: dict[int, QToolButton] = {}
         self.headers: list[QLabel] = []
+        self.names: list[str] = []  # by rank: "mode 1", "no finding", ... (`modes.mode_names`)
+        self.thumbs: list[Thumbs] = []  # the readers' row and each mode's thumbnails
         self.adopt_buttons: dict[int, QPushButton] = {}  # by mode rank; none for no finding
         self.notes = QLabel("")  # what the mode list merged (specks)
         self.notes.setWordWrap(True)
@@ -124,6 +154,8 @@ class GalleryWidget(QWidget):
         self.scroll = scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(self._content)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # rows wrap
+        scroll.viewport().installEventFilter(self)  # re-flow the rows to its width
         scroll.setMinimumHeight(rows_height(2) + 2 * scroll.frameWidth())  # fits beside the sampling dock: 2 rows seen
 
         top = QFormLayout()
@@ -167,6 +199,22 @@ class GalleryWidget(QWidget):
             from qtpy.QtCore import QTimer
 
             QTimer.singleShot(0, self._grow_dock)
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt
+        if event.type() == QEvent.Type.Resize and watched is self.scroll.viewport():
+            self._flow()
+        return super().eventFilter(watched, event)
+
+    def _flow(self) -> None:
+        margins = self._content_layout.contentsMargins()
+        width = self.scroll.viewport().width() - margins.left() - margins.right()
+        for thumbs in self.thumbs:
+            thumbs.flow(width)
+
+    def _add_thumbs(self, buttons: list[QToolButton]) -> None:
+        thumbs = Thumbs(buttons)
+        self.thumbs.append(thumbs)
+        self._content_layout.addWidget(thumbs)
 
     def _grow_dock(self) -> None:
         from qtpy.QtWidgets import QDockWidget, QMainWindow
@@ -216,10 +264,11 @@ class GalleryWidget(QWidget):
                 item.widget().deleteLater()
         for b in list(self._group.buttons()):
             self._group.removeButton(b)
-        self.buttons, self.headers, self.selected = {}, [], None
-        self.adopt_buttons, self.reader_buttons, self.comparison = {}, [], None
+        self.buttons, self.headers, self.names, self.thumbs = {}, [], [], []
+        self.selected, self.adopt_buttons, self.reader_buttons, self.comparison = None, {}, [], None
         self.notes.setText("")
         self.notes.setVisible(False)
+        self.status.setText("")  # the last action's line belonged to the previous result
         cur = self.current()
         self._watch(None if cur is None else cur[0])
         enabled = cur is not None and cur[2] is not None
@@ -236,28 +285,30 @@ class GalleryWidget(QWidget):
         n, modes = int(info["n"]), info["modes"]
         plane, masks, clim = self._planes(samples, info, source)
         box = crop_box(info["bounds"], plane.shape[:2])
-        empty, speck = empty_or_speck(L.sample_masks(samples))
+        all_masks = L.sample_masks(samples)
+        speck = empty_or_speck(all_masks)[1]
+        nothing = no_finding(modes, all_masks)
+        self.names = mode_names(nothing)
         sizes = info.get("mode_sizes") or [{}] * len(modes)
         notes = []
-        names = ["no finding" if empty[m[0]] or speck[m[0]] else f"mode {r}"
-                 for r, m in enumerate(modes, start=1)]
         try:
-            self._add_readers(samples, info, source, plane, clim, box, names, notes)
+            self._add_readers(samples, info, source, plane, clim, box, notes)
         except Exception as e:  # noqa: BLE001 - the readers are an extra: say, keep the modes
             notes.append(f"Readers not shown: {e}")
         for rank, (members, size) in enumerate(zip(modes, sizes), start=1):
-            rep = members[0]
-            nothing = bool(empty[rep] or speck[rep])
             self._add_mode(samples, rank, members, n, plane, masks, clim, box,
-                           None if nothing else size.get("text", ""))
+                           None if nothing[rank - 1] else size.get("text", ""))
             k = int(speck[members].sum())
             if k:
-                where = "counted as no finding" if nothing else f"joined mode {rank}"
+                where = ("counted as no finding" if nothing[rank - 1]
+                         else f"joined {self.names[rank - 1]}")
                 notes.append(f"{k} speck{'s' * (k > 1)} (<= {SPECK_PX} px) {where}")
         self.notes.setText("; ".join(notes))
         self.notes.setVisible(bool(notes))
         self._content_layout.addStretch(1)
+        self._flow()
         self.select(modes[0][0], show=False)
+        self.status.setText(f"{n} samples of '{source.name}': click a thumbnail to show it.")
 
     def readers_stack(self, source, info):
         """(readers layer, (R, ...) masks on the result's grid: the plane, or the sampled
@@ -275,7 +326,7 @@ class GalleryWidget(QWidget):
             stack = stack[:, info["z0"]:info["z0"] + depth]
         return layer, stack != 0
 
-    def _add_readers(self, samples, info, source, plane, clim, box, names, notes) -> None:
+    def _add_readers(self, samples, info, source, plane, clim, box, notes) -> None:
         """The readers' row (outline on the prompt slice, "reader 2: no finding" for one who
         outlined nothing) and the case's figures against the samples."""
         layer, readers = self.readers_stack(source, info)
@@ -283,7 +334,7 @@ class GalleryWidget(QWidget):
             return
         masks = L.sample_masks(samples)
         self.comparison = c = compare_readers(masks, readers, info["modes"])
-        n, r = c["n"], c["readers"]
+        n, r, names = c["n"], c["readers"], self.names
         head = QLabel(f"<b>readers - {r}: GED{n} {c['ged']:.2f}, HM-IoU{n} {c['hm_iou']:.2f}"
                       f"</b><br>left empty by {c['readers_empty']} of {r} readers, "
                       f"{c['samples_empty']} of {n} samples")
@@ -294,9 +345,6 @@ class GalleryWidget(QWidget):
                         "mode whose representative it overlaps with IoU >= 0.5.")
         self.headers.append(head)
         self._content_layout.addWidget(head)
-        grid_w = QWidget()
-        grid = QGridLayout(grid_w)
-        grid.setContentsMargins(0, 0, 0, 0)
         on_plane = readers[:, info["key"]] if info.get("z0") is not None else readers
         color = np.asarray((1.0, 1.0, 1.0))
         for i in range(r):
@@ -312,8 +360,7 @@ class GalleryWidget(QWidget):
             b.setToolTip(f"Reader {i + 1} falls into " + (
                 names[where - 1] if where else "no mode (best IoU with a mode < 0.5)"))
             self.reader_buttons.append(b)
-            grid.addWidget(b, i // COLUMNS, i % COLUMNS)
-        self._content_layout.addWidget(grid_w)
+        self._add_thumbs(self.reader_buttons)
         was_new = all((L.output_info(la) or {}).get("kind") != "readers"
                       for la in self.viewer.layers)
         view = L.show_readers_per_pixel(self.viewer, layer, source)
@@ -340,8 +387,7 @@ class GalleryWidget(QWidget):
         header = QWidget()
         row = QHBoxLayout(header)
         row.setContentsMargins(0, 6, 0, 0)
-        title = (f"no finding - {len(members)} of {n}" if size is None
-                 else f"mode {rank} - {len(members)} of {n}" + (f": {size}" if size else ""))
+        title = f"{self.names[rank - 1]} - {len(members)} of {n}" + (f": {size}" if size else "")
         label = QLabel(f"<b>{title}</b>")
         label.setWordWrap(True)
         self.headers.append(label)
@@ -354,10 +400,7 @@ class GalleryWidget(QWidget):
             row.addWidget(adopt)
             self.adopt_buttons[rank] = adopt
         self._content_layout.addWidget(header)
-        grid_w = QWidget()
-        grid = QGridLayout(grid_w)
-        grid.setContentsMargins(0, 0, 0, 0)
-        color = samples.get_color(rank)
+        color = samples.get_color(rank)  # the labels carry the rank (`SampleResult.labelled`)
         color = np.asarray((1.0, 0.3, 0.2) if color is None else color, dtype=float)
         for i, k in enumerate(members):
             b = _thumb_button()
@@ -367,8 +410,7 @@ class GalleryWidget(QWidget):
             b.clicked.connect(lambda _=False, k=k: self.select(k))
             self._group.addButton(b)
             self.buttons[k] = b
-            grid.addWidget(b, i // COLUMNS, i % COLUMNS)
-        self._content_layout.addWidget(grid_w)
+        self._add_thumbs([self.buttons[k] for k in members])
 
     # ------------------------------------------------------------------ show
     def select(self, k: int, show: bool = True) -> None:
@@ -389,7 +431,13 @@ class GalleryWidget(QWidget):
                 if not 0 <= round(here) < samples.data.shape[1]:
                     dims.set_point(axis + 1, samples.data_to_world(
                         (k, info["key"]) + (0,) * (samples.ndim - 2))[1])
-            self.status.setText(f"Showing sample {k}.")
+            self.status.setText(f"Showing sample {k} ({self._name_of(k)}).")
+
+    def _name_of(self, k: int) -> str:
+        """The name of the mode sample `k` belongs to ("mode 1", "no finding")."""
+        cur = self.current()
+        modes = cur[1]["modes"] if cur is not None else []
+        return next((name for name, m in zip(self.names, modes) if k in m), "no mode")
 
     # ------------------------------------------------------------------ adopt
     def adopt_sample(self, k: int | None = None):
@@ -407,7 +455,7 @@ class GalleryWidget(QWidget):
             return None
         k = cur[1]["modes"][rank - 1][0]
         self.select(k)
-        return self._adopt(L.sample_masks(cur[0])[k], f"mode {rank} (sample {k})")
+        return self._adopt(L.sample_masks(cur[0])[k], f"{self.names[rank - 1]} (sample {k})")
 
     def adopt_consensus(self, threshold: float | None = None):
         """Adopt the pixels marked by at least `threshold` of the samples."""
