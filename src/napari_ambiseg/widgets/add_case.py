@@ -45,14 +45,18 @@ def reader_stack(layer, image) -> np.ndarray:
 
 
 class ReaderList(QListWidget):
-    """The viewer's Labels layers as check boxes, kept in sync; new layers on the chosen
-    image's grid come checked."""
+    """The viewer's Labels layers as check boxes, kept in sync with the layer list and the
+    chosen image: layers on its grid come ticked (unless the user unticked them), layers off
+    its grid are shown unticked and disabled, with the reason on a line of its own."""
 
     def __init__(self, viewer, image: Callable[[], Any], parent: QWidget | None = None):
         super().__init__(parent)
         self._viewer, self._image = viewer, image
         self._checked: dict[str, bool] = {}  # layer unique id -> the user's choice
         self.setSelectionMode(QAbstractItemView.NoSelection)
+        self.setWordWrap(True)  # long names and the off-grid note wrap: no sideways scrolling
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.setResizeMode(QListWidget.ResizeMode.Adjust)
         self.setMaximumHeight(110)
         events = viewer.layers.events
         for name in ("inserted", "removed", "moved", "reordered"):
@@ -69,6 +73,15 @@ class ReaderList(QListWidget):
         return [la for la in self._viewer.layers
                 if isinstance(la, Labels) and not L.is_output(la)]
 
+    def _counts(self) -> list[tuple[Any, int | None]]:
+        """(Labels layer, readers it holds for the chosen image or None off its grid)."""
+        try:
+            image = self._image()
+        except RuntimeError:  # the Qt object is gone (viewer closing)
+            return []
+        return [(la, reader_count(la, image) if image is not None else None)
+                for la in self._labels()]
+
     def refresh(self, *_) -> None:
         try:
             image = self._image()
@@ -77,18 +90,24 @@ class ReaderList(QListWidget):
         self.blockSignals(True)
         try:
             self.clear()
-            for layer in self._labels():
-                n = reader_count(layer, image) if image is not None else None
+            for layer, n in self._counts():
                 uid = L.source_id(layer)
-                if uid not in self._checked and image is not None:
-                    self._checked[uid] = n is not None
                 text = layer.name if n in (None, 1) else f"{layer.name} ({n} readers)"
-                if n is None and image is not None:
-                    text += "  - not on the image's grid"
-                item = QListWidgetItem(text)
+                item = QListWidgetItem()
                 item.setData(Qt.UserRole, uid)
-                item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
-                item.setCheckState(Qt.Checked if self._checked.get(uid) else Qt.Unchecked)
+                if n is None:  # off the grid: unticked, and cannot be ticked
+                    if image is not None:
+                        text += "\nnot on the image's grid"
+                        item.setToolTip(f"'{layer.name}' {spatial_shape(layer)} is not on the "
+                                        f"pixel grid of '{image.name}' {spatial_shape(image)}"
+                                        " (shape, scale, translate or orientation differ).")
+                    item.setFlags(item.flags() & ~Qt.ItemIsEnabled & ~Qt.ItemIsUserCheckable)
+                    item.setCheckState(Qt.Unchecked)
+                else:
+                    item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
+                    item.setCheckState(Qt.Checked if self._checked.get(uid, True)
+                                       else Qt.Unchecked)
+                item.setText(text)
                 self.addItem(item)
         finally:
             self.blockSignals(False)
@@ -97,8 +116,9 @@ class ReaderList(QListWidget):
         self._checked[item.data(Qt.UserRole)] = item.checkState() == Qt.Checked
 
     def value(self) -> list[Any]:
-        """The checked layers, in the layer list's order."""
-        return [la for la in self._labels() if self._checked.get(L.source_id(la))]
+        """The ticked layers on the chosen image's grid, in the layer list's order."""
+        return [la for la, n in self._counts()
+                if n is not None and self._checked.get(L.source_id(la), True)]
 
 
 def readers_on_plane(viewer, image, layers) -> tuple[np.ndarray, np.ndarray, list[str], int | None]:
@@ -135,7 +155,7 @@ class AddCasePanel(QWidget):
         self.viewer, self._model_config = viewer, model_config
         self.image = LayerChoice(viewer, (Image,), keep=lambda la: not L.is_output(la))
         self.readers = ReaderList(viewer, self.image.value)
-        self.image.currentIndexChanged.connect(self.readers.refresh)
+        self.image.currentIndexChanged.connect(self._on_image)
         self.folder = PathField("training folder: one case per sub-folder", file=False,
                                 folder=True)
         self.folder.edit.textChanged.connect(self._show_count)
@@ -154,6 +174,30 @@ class AddCasePanel(QWidget):
         box.addWidget(self.info)
         box.addStretch(1)
         self.add_button.clicked.connect(self.add_case)
+
+    def _on_image(self, *_) -> None:
+        """A new image: its readers' list, and the viewer on one of its slices."""
+        self.readers.refresh()
+        self._onto_image()
+
+    def _onto_image(self) -> None:
+        """Move the slice slider onto the chosen volume when the viewer's position lies
+        outside it (the canvas does not show it then, and Add case would refuse): its middle
+        slice. A position inside it is kept."""
+        from .prompts import current_slice, world_to_source
+
+        image = self.image.value()
+        if image is None or len(spatial_shape(image)) != 3:
+            return
+        try:
+            current_slice(self.viewer, image)
+            return
+        except InputError:
+            pass
+        data = world_to_source(self.viewer, image, self.viewer.dims.point)
+        data[0] = spatial_shape(image)[0] // 2
+        axis = self.viewer.dims.ndim - image.ndim
+        self.viewer.dims.set_point(axis, float(image.data_to_world(data)[0]))
 
     def _show_count(self, *_) -> None:
         from ..training.data import count_cases
