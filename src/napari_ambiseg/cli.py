@@ -103,7 +103,7 @@ def mode_lines(res, limit: int = 8) -> list[str]:
     lines = []
     for r, (m, s) in enumerate(zip(res.modes[:limit], sizes)):
         where = ""
-        if res.volume and not s["empty"] and "slices" in s:
+        if res.volume and not res.one_slice and not s["empty"] and "slices" in s:
             k = s["slices"]["median"]
             where = f", {k:.0f} slice{'s' * (k != 1)}"
         pct = f"{100 * m.frequency:.0f}%" if m.frequency >= 0.005 else "<1%"
@@ -222,8 +222,9 @@ def cmd_sample(args) -> int:
                                "geometry_assumed": assumed, "outside_scope": outside,
                                "exported": written}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    span = "" if res.z0 is None else (f" on slices {res.z0}-{res.z0 + res.masks.shape[1] - 1}"
-                                      f" of {img.spatial_shape[0]}")
+    span = ("" if res.z0 is None else f" on slice {res.z0} of {img.spatial_shape[0]}"
+            if res.one_slice else
+            f" on slices {res.z0}-{res.z0 + res.masks.shape[1] - 1} of {img.spatial_shape[0]}")
     caution = "outside the model's scope (see the warning above): " if outside else ""
     given = ", given a finding" if res.conditional else ""
     print(f"{caution}{res.n} masks{span}{given} in {res.seconds:.2f} s; "

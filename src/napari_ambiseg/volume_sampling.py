@@ -110,7 +110,9 @@ def follow_prompt(consensus: np.ndarray, prompt: Prompt) -> Prompt:
 class _Existence:
     """Which samples see a finding on which slab slice (`existence` module): the head's p
     per slice, its envelope q from the peak (for "follow", the start slice is the peak), and
-    the samples' shared draws u, scaled by q(start) when drawn given a finding."""
+    the samples' shared draws u, scaled by q(start) when drawn given a finding on the start
+    slice. Every sample's finding is a run of slices through the peak, so outlines are drawn
+    outward from the peak, where the finding is most evident, whatever the start."""
 
     def __init__(self, seg, req: Request, n: int, todo: list[int]):
         self.seg, self.req = seg, req
@@ -118,14 +120,15 @@ class _Existence:
         self.p: dict[int, float] = {}
         self.q: dict[int, float] = {}
         if req.propagate:
-            self.start = todo[0]
+            self.start = self.peak = todo[0]
             self.p[self.start] = self._probabilities([self.start])[0]
             self.q[self.start] = self.p[self.start]
         else:
             p = self._probabilities(todo)
             prefer = req.prompt.z if req.prompt.z in todo else None
             peak = peak_slice(p, None if prefer is None else todo.index(prefer))
-            self.start = todo[peak] if req.start is None else req.start
+            self.peak = todo[peak]
+            self.start = self.peak if req.start is None else req.start
             self.p = dict(zip(todo, map(float, p)))
             self.q = dict(zip(todo, map(float, envelope(p, peak))))
         self.scale = self.q[self.start] if req.given_finding else 1.0
@@ -233,8 +236,9 @@ def _volume_shape(req: Request) -> tuple[int, ...]:
 
 
 def _start_slice(req: Request, todo: list[int], plan: _Existence | None) -> int:
-    """Where a slab is sampled from: the plan's (most evident, or `Request.start`), else the
-    requested start, else the prompt's slice, else the first."""
+    """The slab's start (the slice whose finding is given and shown): the plan's (most
+    evident, or `Request.start`), else the requested start, else the prompt's slice, else
+    the first."""
     if plan is not None:
         return plan.start
     for z in (req.start, req.prompt.z):
@@ -307,7 +311,8 @@ def sample_volume(seg, req: Request, progress: Progress | None = None,
         bounds = dict(zip(todo, (b for _, b in out)))
     else:
         lo, hi = (0, depth - 1) if req.propagate else (todo[0], todo[-1])
-        masks, bounds = _outward(run, req, start, lo, hi, method == COHERENT, plan)
+        origin = start if plan is None else plan.peak
+        masks, bounds = _outward(run, req, origin, lo, hi, method == COHERENT, plan)
     t1 = time.perf_counter()
     zs = sorted(masks)
     result = SampleResult.from_masks(
