@@ -280,3 +280,101 @@ def test_a_checkpoint_of_an_older_config_format_resumes(tmp_path):
     assert train(tiny_config(), TrainConfig(iterations=6, **FAST), tmp_path, resume=True,
                  train_data=data, callback=events.append).step == 6
     assert ev.Resume(step=4, total=6) in events
+
+
+# ---------------------------------------------------------------------------- #27.3: weights
+def _info(path):
+    return load_weights(path)[2]
+
+
+def test_a_cancelled_run_leaves_the_weights_of_its_checkpoint(tmp_path):
+    """Stopped before any validation: last.safetensors (with its config) holds the EMA weights
+    of the checkpoint it stopped at, so the run can be tried at once."""
+    from napari_ambiseg.training.rundir import RunDir
+
+    data = two_mode_data(k=8)
+    stop = StopAt(step=5)
+    with pytest.raises(Cancelled, match="between iterations"):
+        train(tiny_config(), TrainConfig(iterations=100, **FAST), tmp_path, resume=False,
+              train_data=data, should_stop=stop, callback=stop.callback)
+    assert RunDir(tmp_path).weights() == tmp_path / "last.safetensors"
+    model, cfg, info = load_weights(tmp_path / "last.safetensors")
+    assert cfg == tiny_config() and info["step"] == 5
+    ema = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["ema"]
+    assert all(torch.equal(v, ema[k]) for k, v in model.state_dict().items())
+
+
+def test_a_crash_leaves_the_weights_of_the_last_checkpoint(tmp_path):
+    data = two_mode_data(k=8)
+
+    def crash(e):
+        if isinstance(e, ev.Step) and e.step == 7:
+            raise RuntimeError("out of memory (test)")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        train(tiny_config(), TrainConfig(iterations=100, **(FAST | {"log_every": 1})),
+              tmp_path, resume=False, train_data=data, callback=crash)
+    assert _info(tmp_path / "last.safetensors")["step"] == 5  # checkpoint_every 5
+
+
+def test_nothing_trained_no_weights(tmp_path):
+    """Stopped before iteration 1 completed: a checkpoint to resume from, but no weights."""
+    from napari_ambiseg.training.rundir import RunDir
+
+    stop = StopAt(arm=lambda e: isinstance(e, ev.Phase) and e.phase == "training")
+    with pytest.raises(Cancelled):
+        train(tiny_config(), TrainConfig(iterations=10, **FAST), tmp_path, resume=False,
+              train_data=two_mode_data(k=8), should_stop=stop, callback=stop.callback)
+    assert (tmp_path / "checkpoint.pt").is_file() and RunDir(tmp_path).weights() is None
+
+
+def test_a_new_run_in_a_used_folder_does_not_keep_the_old_weights(tmp_path):
+    data = two_mode_data(k=8)
+    train(tiny_config(), TrainConfig(iterations=10, val_size=2, val_n=2,
+                                     **(FAST | {"val_every": 10})),
+          tmp_path, resume=False, train_data=data, val_data=data)
+    assert _info(tmp_path / "best.safetensors")["step"] == 10
+    result = train(tiny_config(), TrainConfig(iterations=3, **FAST), tmp_path, resume=False,
+                   train_data=data)
+    assert result.weights == tmp_path / "best.safetensors"
+    assert _info(result.best)["step"] == _info(result.last)["step"] == 3
+
+
+# ---------------------------------------------------------------------------- #26.3
+def test_the_trainer_builds_its_denoiser_once(tmp_path, monkeypatch):
+    from napari_ambiseg.diffusion import Denoiser
+
+    built = []
+    real = Denoiser.from_config.__func__
+    monkeypatch.setattr(Denoiser, "from_config",
+                        classmethod(lambda cls, cfg: built.append(cfg) or real(cls, cfg)))
+    train(tiny_config(), TrainConfig(iterations=4, **FAST), tmp_path, resume=False,
+          train_data=two_mode_data(k=8))
+    assert len(built) == 1
+
+
+# ---------------------------------------------------------------------------- #27.8
+def test_validation_reports_its_fraction_and_eta(tmp_path, monkeypatch):
+    from napari_ambiseg.training import trainer
+
+    monkeypatch.setattr(trainer, "PROGRESS_EVERY_S", 0.0)  # every report, not twice a second
+    data = two_mode_data(k=8)
+    events = []
+    train(tiny_config(), TrainConfig(iterations=2, val_size=4, val_n=2,
+                                     **(FAST | {"val_every": 1})),
+          tmp_path, resume=False, train_data=data, val_data=data, callback=events.append)
+    runs, current = [], None
+    for e in events:
+        if isinstance(e, ev.Phase) and e.phase == "validation":
+            current = []
+            runs.append(current)
+        elif isinstance(e, ev.ValProgress):
+            current.append(e)
+    assert len(runs) == 2
+    for i, run in enumerate(runs, 1):
+        assert run[0].done == 0 and run[0].step == i and {e.count for e in run} == {4}
+        done = [e.done for e in run]
+        assert done == sorted(done) and 0 < done[-1] <= 4 and len(set(done)) > 2
+        assert all(e.eta_s is not None and e.eta_s >= 0 for e in run[1:])
+    assert runs[0][0].eta_s is None          # the first: nothing to go by yet
+    assert runs[1][0].eta_s > 0              # the next: the previous one's pace

@@ -23,6 +23,7 @@ EVENTS = [ev.Phase("start", "starting"), ev.Phase("training", "iteration 1 runni
           ev.Resume(4, 12), ev.Progress(5, 12, 0.25, 0.5, 3.5),
           ev.Step(5, 12, 0.3, 0.2, 1e-3, 0.5, 3.5), ev.Step(6, 12, 0.3, 0.3, None, None, 0.0),
           ev.Val(6, 12, {"ged": 0.4, "hm_iou": 0.6, "n": 16, "sampler": "ddim"}),
+          ev.ValProgress(6, 12, 0.0, 64, None), ev.ValProgress(6, 12, 12.5, 64, 30.0),
           ev.Cancelled(7, 12, "inside iteration 8"), ev.Done(RESULT),
           ev.Failed("InputError", "no cases")]
 

@@ -13,8 +13,8 @@ def _axes_after(steps, raw) -> tuple[float, float]:
     fig = Figure(figsize=(4.6, 4.3), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(111)
-    artists = draw_loss(ax, np.zeros(0), np.zeros(0), np.zeros(0))
-    set_loss(ax, artists, steps, raw, raw)
+    artists = draw_loss(ax, np.zeros(0), np.zeros(0))
+    set_loss(ax, artists, steps, raw)
     fig.draw_without_rendering()
     box = ax.get_position()
     return box.x0, box.y0
@@ -29,7 +29,7 @@ def test_no_spike_marker_squeezes_the_axes():
 def test_a_single_log_row_gives_a_valid_x_range():
     fig = Figure()
     ax = fig.add_subplot(111)
-    artists = draw_loss(ax, np.zeros(0), np.zeros(0), np.zeros(0))
-    set_loss(ax, artists, [20], [0.5], [0.5])
+    artists = draw_loss(ax, np.zeros(0), np.zeros(0))
+    set_loss(ax, artists, [20], [0.5])
     left, right = ax.get_xlim()
     assert left == 0.0 and right > 20

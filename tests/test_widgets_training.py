@@ -219,3 +219,164 @@ def test_closing_the_viewer_ends_the_training_process(make_napari_viewer, qtbot)
     assert process.alive()
     viewer.close()
     qtbot.waitUntil(lambda: process.proc.poll() is not None, timeout=10_000)
+
+
+# ---------------------------------------------------------------------------- #27.3: what loads
+def test_cancel_leaves_weights_that_load_into_the_sampler(make_napari_viewer, qtbot, tmp_path):
+    """Cancel before any validation: the checkpoint's weights (last.safetensors, with their
+    config) are loadable, the button is enabled and the status line says which file it loads."""
+    from napari_ambiseg.weights_io import load_weights
+
+    viewer = make_napari_viewer()
+    w = dock(viewer, tmp_path, iterations=100_000)
+    w.val_data.setText("")
+    with qtbot.waitSignal(w.finished, timeout=120_000) as blocker:
+        w.start()
+        qtbot.waitUntil(lambda: len(w.plot.loss) >= 2, timeout=60_000)
+        w.cancel_button.click()
+    assert isinstance(blocker.args[0], Cancelled)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=10_000)
+    last = tmp_path / "run" / "last.safetensors"
+    assert w.weights_path == last and w.load_button.isEnabled()
+    assert "Load into sampler" in w.status.text() and "last.safetensors" in w.status.text()
+    model, cfg, info = load_weights(last)
+    assert cfg.crop_size == 32 and info["step"] >= 2
+    w.load_button.click()
+    sampler = next(x for x in viewer.window.dock_widgets.values()
+                   if isinstance(x, SamplingWidget))
+    assert sampler.weights.text() == str(last)
+
+
+def test_cancel_before_the_first_iteration_says_nothing_is_loadable(make_napari_viewer, qtbot,
+                                                                     tmp_path):
+    viewer = make_napari_viewer()
+    w = dock(viewer, tmp_path, iterations=100_000)
+    w.val_data.setText("")
+    with qtbot.waitSignal(w.finished, timeout=120_000):
+        w.start().yielded.connect(lambda e: e is not None and w.cancel())
+    qtbot.waitUntil(lambda: w.worker is None, timeout=10_000)
+    assert w.weights_path is None and not w.load_button.isEnabled()
+    text = w.status.text()
+    assert "no weights to load" in text and "before its first iteration" in text, text
+
+
+# ---------------------------------------------------------------------------- #27.6: status
+def test_a_failed_start_replaces_the_status_line(make_napari_viewer, qtbot, tmp_path):
+    """Each Start that cannot begin says why in the status line, as its notification does,
+    in place of what an earlier run or Start said."""
+    viewer = make_napari_viewer()
+    w = dock(viewer, tmp_path, iterations=2)
+    w.val_data.setText("")
+    w.data.setText(str(tmp_path / "missing.npz"))
+    with qtbot.waitSignal(w.finished, timeout=120_000) as blocker:
+        w.start()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=10_000)
+    assert "missing.npz" in w.status.text() and "Failed" in w.status.text()
+    assert not isinstance(blocker.args[0], Cancelled)
+    w.out_dir.setText("")
+    assert w.start() is None
+    assert "Choose an output folder" in w.status.text()
+    assert "missing.npz" not in w.status.text()
+    w.data.setText("")
+    assert w.start() is None
+    assert "Choose the training data" in w.status.text()
+
+
+# ---------------------------------------------------------------------------- #27.8: display
+def test_the_smoothed_curve_smooths_the_plotted_points(make_napari_viewer, tmp_path):
+    """The loss plot's points are window means; its smoothed curve runs through them (about
+    as many above as below), not along the window medians below them, and says what it is."""
+    from napari_ambiseg.training.runlog import append_log
+    from napari_ambiseg.widgets.training import LossPlot
+
+    rng = np.random.default_rng(0)
+    log = tmp_path / "log.csv"
+    for step in range(20, 2001, 20):  # right-skewed per-iteration losses, as in training
+        losses = 0.05 * rng.lognormal(0.0, 1.0, 20)
+        append_log(log, {"step": step, "loss": losses.mean(), "loss_median": np.median(losses)})
+    plot = LossPlot()
+    assert plot.load(log) == 100
+    raw = np.asarray(plot.artists["raw"].get_ydata(), float)
+    smooth = np.asarray(plot.artists["smooth"].get_ydata(), float)
+    above = float(np.mean(raw[10:] > smooth[10:]))
+    assert 0.3 < above < 0.7, above
+    label = plot.artists["smooth"].get_label()
+    assert "median" in label and "EMA" in label, label
+    assert plot.smoothed() == pytest.approx(smooth[-1])
+
+
+def test_validation_shows_a_fraction_and_an_eta(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    w = dock(viewer, tmp_path, iterations=4)  # validations after iterations 3 and 4
+    during = []
+
+    def seen(e):
+        if isinstance(e, ev.ValProgress):
+            during.append(w.status.text())
+
+    with qtbot.waitSignal(w.finished, timeout=120_000) as blocker:
+        w.start().yielded.connect(seen)
+    assert isinstance(blocker.args[0], TrainResult)
+    assert during and all("/ 2 cases" in t and "ETA" in t for t in during), during
+    assert any("ETA 0:" in t for t in during), during  # the second one: from the first's pace
+
+
+def test_start_never_imports_pytorch_in_napari(tmp_path):
+    """Start (also with the fine-tune choice) and the whole run leave PyTorch to the training
+    process: napari's own process imports none of it from Start on, so Start never waits
+    on that import (a fresh process: the test session has PyTorch loaded)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "dock.py"
+    script.write_text(START_SCRIPT)
+    data = tiny_npz(tmp_path / "tiny.npz")
+    out = subprocess.run([sys.executable, str(script), str(data), str(tmp_path / "run")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.splitlines()[-1] == "TrainResult []", out.stdout + out.stderr
+
+
+START_SCRIPT = """
+import importlib.abc
+import sys
+import threading
+import time
+
+from qtpy.QtWidgets import QApplication
+
+app = QApplication([])
+from napari.components import ViewerModel  # noqa: E402
+
+from napari_ambiseg.widgets.training import FINE_TUNE, TrainingWidget  # noqa: E402
+
+w = TrainingWidget(ViewerModel())
+imported = []
+
+
+class Watch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torch":
+            imported.append((name, threading.current_thread().name))
+        return None
+
+
+sys.meta_path.insert(0, Watch())
+w.data.setText(sys.argv[1])
+w.out_dir.setText(sys.argv[2])
+w.preset.setCurrentText(FINE_TUNE)
+w.plan()
+w.preset.setCurrentText("tiny (smoke tests)")
+w.iterations.setValue(2)
+w.batch_size.setValue(2)
+w.device.setCurrentText("cpu")
+w.extra = {"threads": 1, "warmup": 1}
+ended = []
+w.finished.connect(ended.append)
+assert w.start() is not None
+while not ended or w.worker is not None:
+    app.processEvents()
+    time.sleep(0.01)
+w.warm.close()
+print(type(ended[0]).__name__, sorted(set(imported))[:5])
+"""

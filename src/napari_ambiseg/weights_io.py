@@ -10,12 +10,13 @@ import json
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .config import FORMAT_VERSION, ModelConfig
 from .errors import WeightsError
+
+if TYPE_CHECKING:  # PyTorch loads with the weights, not with their config (napari's process)
+    import torch
 
 BUNDLED_STEM = "ambiseg_lidc"
 

@@ -2,29 +2,20 @@
 
 A single `grid_sample` per batch does the crop, jitter, flips, rot90 and small affine for the
 image and all its masks together, straight from the stored crops to the model's crop size.
+What to augment (`AugmentConfig`) is part of the recipe, in `training.config` (no PyTorch).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import AugmentConfig
 
-@dataclass
-class AugmentConfig:
-    crop_mode: str = "center"     # "center": nodule-centred crops (+jitter); "random": anywhere
-    jitter: float = 6.0           # max centre shift in pixels ("center" mode)
-    flips: bool = True            # flips and rot90
-    rotate_deg: float = 15.0      # small affine
-    scale: float = 0.1            # zoom in [1 - scale, 1 + scale]
-    gamma: float = 0.2            # gamma in [exp(-g), exp(g)] on the [0, 1] scale
-    brightness: float = 0.05
-    contrast: float = 0.1
-    enabled: bool = True
+__all__ = ["AugmentConfig", "augment_batch", "make_batch"]
 
 
 def _thetas(b: int, size_in: int, size_out: int, cfg: AugmentConfig, train: bool,

@@ -1,4 +1,6 @@
-"""`TrainConfig`: the recipe (optimiser, schedule, EMA, validation, checkpoints, augmentation)."""
+"""`TrainConfig`: the recipe (optimiser, schedule, EMA, validation, checkpoints, augmentation).
+
+Plain data, no PyTorch: the training dock plans runs with it in napari's own process."""
 
 from __future__ import annotations
 
@@ -9,7 +11,20 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ModelConfig
-from .augment import AugmentConfig
+
+
+@dataclass
+class AugmentConfig:
+    """The training batches' augmentation (`training.augment`)."""
+    crop_mode: str = "center"     # "center": nodule-centred crops (+jitter); "random": anywhere
+    jitter: float = 6.0           # max centre shift in pixels ("center" mode)
+    flips: bool = True            # flips and rot90
+    rotate_deg: float = 15.0      # small affine
+    scale: float = 0.1            # zoom in [1 - scale, 1 + scale]
+    gamma: float = 0.2            # gamma in [exp(-g), exp(g)] on the [0, 1] scale
+    brightness: float = 0.05
+    contrast: float = 0.1
+    enabled: bool = True
 
 
 @dataclass

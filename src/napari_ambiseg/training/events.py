@@ -1,15 +1,18 @@
 """What a training run tells its caller: small typed events, and one JSON-line form of them
 for the dock's child-process pipe.
 
-    Phase     what the run is doing before an iteration ends (start, model, data, training,
-              validation), as a sentence
-    Resume    continuing a run from its checkpoint at `step`
-    Progress  after iteration `step` (the first, then at most twice a second): s/it, ETA
-    Step      a log row (window mean and median loss) at `step`
-    Val       validation metrics at `step`
-    Cancelled stopped at `step` (its checkpoint is saved), `where` it stopped
-    Done      the run ended: its `TrainResult` (files and figures)
-    Failed    (pipe only) the child's error, re-raised by the parent as the same type
+    Phase        what the run is doing before an iteration ends (start, model, data,
+                 training, validation), as a sentence
+    Resume       continuing a run from its checkpoint at `step`
+    Progress     after iteration `step` (the first, then at most twice a second): s/it, ETA
+    Step         a log row (window mean and median loss) at `step`
+    ValProgress  a validation under way after iteration `step` (at its start, then at most
+                 twice a second): `done` of `count` cases (fractional within a batch of
+                 cases), ETA (None while there is nothing to go by)
+    Val          validation metrics at `step`
+    Cancelled    stopped at `step` (its checkpoint is saved), `where` it stopped
+    Done         the run ended: its `TrainResult` (files and figures)
+    Failed       (pipe only) the child's error, re-raised by the parent as the same type
 
 `to_json(event)` / `from_json(line)` are the pipe's only (de)serialisation.
 """
@@ -63,6 +66,16 @@ class Step:
 
 
 @dataclass(frozen=True)
+class ValProgress:
+    kind: ClassVar[str] = "val_progress"
+    step: int                      # the iteration after which it validates
+    total: int
+    done: float                    # validation cases done (fractional)
+    count: int                     # validation cases
+    eta_s: float | None            # None: no pace known yet (the run's first validation)
+
+
+@dataclass(frozen=True)
 class Val:
     kind: ClassVar[str] = "val"
     step: int
@@ -91,9 +104,9 @@ class Failed:
     message: str
 
 
-Event = Phase | Resume | Progress | Step | Val | Cancelled | Done | Failed
-KINDS: dict[str, type] = {c.kind: c for c in (Phase, Resume, Progress, Step, Val, Cancelled,
-                                                Done, Failed)}
+Event = Phase | Resume | Progress | Step | ValProgress | Val | Cancelled | Done | Failed
+KINDS: dict[str, type] = {c.kind: c for c in (Phase, Resume, Progress, Step, ValProgress, Val,
+                                                Cancelled, Done, Failed)}
 
 
 def _plain(o: Any) -> Any:

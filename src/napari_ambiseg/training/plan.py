@@ -64,8 +64,6 @@ def plan_run(out_dir: str | Path, *, resume: bool, model: ModelConfig | None = N
     explicitly (else the resumed run's, or the defaults); new_model: the model for a new run
     when none is asked for (the dock's preset); overrides: TrainConfig fields set on top
     (a command line passes only the options given)."""
-    from ..weights_io import load_config, resolve_weights
-
     run = RunDir(out_dir)
     unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
@@ -79,6 +77,8 @@ def plan_run(out_dir: str | Path, *, resume: bool, model: ModelConfig | None = N
         return RunPlan(run_model, recipe, run, "resume")
     recipe = dataclasses.replace(train or TrainConfig(), **overrides)
     if recipe.init:
+        from ..weights_io import load_config, resolve_weights
+
         chosen = model or load_config(resolve_weights(recipe.init))[0]
         return RunPlan(chosen, recipe, run, "fine-tune")
     return RunPlan(model or new_model or ModelConfig(), recipe, run, "new")

@@ -1,5 +1,6 @@
-"""Training curves: the loss (raw window means faint, `robust_smooth` over them, log axis with
-`robust_limits`) and the validation metrics, for training.png and the dock's live plot."""
+"""Training curves: the loss (window means faint, `robust_smooth` of those same points, log
+axis with `robust_limits`) and the validation metrics, for training.png and the dock's live
+plot."""
 
 from __future__ import annotations
 
@@ -9,15 +10,18 @@ from typing import Any
 
 import numpy as np
 
-from .runlog import read_log, robust_limits, robust_smooth
+from .runlog import SMOOTHING, read_log, robust_limits, robust_smooth
 
 
-def draw_loss(ax, steps: np.ndarray, raw: np.ndarray, median: np.ndarray) -> dict[str, Any]:
-    """Raw window means (faint), the robust smoothed curve, spikes beyond the top marked;
-    log y axis with robust limits. Returns the artists (for live updates)."""
-    smooth = robust_smooth(median)
-    (raw_line,) = ax.plot(steps, raw, lw=0.7, alpha=0.3, color="tab:blue", label="loss")
-    (smooth_line,) = ax.plot(steps, smooth, lw=1.8, color="tab:blue", label="smoothed")
+def draw_loss(ax, steps: np.ndarray, raw: np.ndarray) -> dict[str, Any]:
+    """Raw window means (faint), their robust smoothing (labelled with what it is), spikes
+    beyond the top marked; log y axis with robust limits. Returns the artists (for live
+    updates)."""
+    smooth = robust_smooth(raw)
+    (raw_line,) = ax.plot(steps, raw, lw=0.7, alpha=0.3, color="tab:blue",
+                          label="loss (window means)")
+    (smooth_line,) = ax.plot(steps, smooth, lw=1.8, color="tab:blue",
+                             label=f"smoothed: {SMOOTHING}")
     (spikes,) = ax.plot([], [], "^", ms=4, alpha=0.5, color="tab:blue", clip_on=False,
                         label="_spikes")
     spikes.set_in_layout(False)  # unclipped: its empty bbox at (0, 0) would squeeze the axes
@@ -31,14 +35,14 @@ def draw_loss(ax, steps: np.ndarray, raw: np.ndarray, median: np.ndarray) -> dic
     ax.set_yscale("log")  # resets the formatters: set them after
     ax.yaxis.set_major_formatter(Plain(labelOnlyBase=False))
     ax.yaxis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(1, 0.5)))
-    set_loss(ax, artists, steps, raw, median)
+    set_loss(ax, artists, steps, raw)
     return artists
 
 
-def set_loss(ax, artists: dict[str, Any], steps, raw, median) -> None:
+def set_loss(ax, artists: dict[str, Any], steps, raw) -> None:
     """Update what `draw_loss` drew with new data."""
     steps, raw = np.asarray(steps, float), np.asarray(raw, float)
-    smooth = robust_smooth(median)
+    smooth = robust_smooth(raw)
     artists["raw"].set_data(steps, raw)
     artists["smooth"].set_data(steps, smooth)
     limits = robust_limits(raw, smooth)
@@ -66,7 +70,7 @@ def plot_log(log_csv: Path, png: Path) -> None:
         return
     fig = Figure(figsize=(10, 3.6))
     ax = fig.subplots(1, 2)
-    draw_loss(ax[0], log["step"], log["loss"], log["loss_median"])
+    draw_loss(ax[0], log["step"], log["loss"])
     ax[0].set(xlabel="iteration", ylabel="loss", title="training loss")
     ax[0].legend()
     if log["val_step"].size:

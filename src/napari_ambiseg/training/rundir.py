@@ -5,7 +5,8 @@
     log.csv            one row per log interval (training/runlog.py)
     training.png       the loss and validation curves (training/plots.py)
     best.safetensors   EMA weights with the best validation GED (+ .json)
-    last.safetensors   EMA weights at the end (+ .json)
+    last.safetensors   EMA weights of the last saved iteration (+ .json): the end of the run,
+                       else its last checkpoint (a cancelled or crashed run has them too)
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ class RunDir:
     def weights(self) -> Path | None:
         """The weights to use: the best on validation, else the last; None before either."""
         return next((p for p in (self.best, self.last) if p.is_file()), None)
+
+    def weight_files(self) -> tuple[Path, ...]:
+        """best and last, each .safetensors and its .json."""
+        return tuple(p.with_suffix(s) for p in (self.best, self.last)
+                     for s in (".safetensors", ".json"))
 
 
 @dataclass(frozen=True)

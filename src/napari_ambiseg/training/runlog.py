@@ -2,10 +2,11 @@
 
 The loss of the LIDC recipe (x-prediction, SNR+1 weighting) has rare huge spikes (a batch
 with a near-clean time step and a wrong pixel): a window mean can jump from 0.03 to 10^4.
-So each row also carries the window's median, and curves (training/plots.py) draw
-`robust_smooth` (a running median, then an exponential moving average in log space) over the
-faint raw values, on a log axis whose limits ignore the top and bottom 1% (`robust_limits`;
-spikes above are marked).
+Curves (training/plots.py) plot the window means faint and, over them, `robust_smooth` of
+those same points (a running median of SMOOTH_WINDOW points, then an exponential moving
+average in log space: `SMOOTHING` says so in the legend), on a log axis whose limits ignore
+the top and bottom 1% (`robust_limits`; spikes above are marked). Each row also keeps the
+window's median (the loss is right-skewed, so it lies below the mean: not what is plotted).
 """
 
 from __future__ import annotations
@@ -87,7 +88,12 @@ def truncate_log(path: Path, step: int) -> None:
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
-def robust_smooth(values: np.ndarray, window: int = 7, alpha: float = 0.15) -> np.ndarray:
+SMOOTH_WINDOW, SMOOTH_ALPHA = 7, 0.15
+SMOOTHING = f"median of {SMOOTH_WINDOW} points, then EMA"  # what the smoothed curve is
+
+
+def robust_smooth(values: np.ndarray, window: int = SMOOTH_WINDOW,
+                  alpha: float = SMOOTH_ALPHA) -> np.ndarray:
     """Running median over the last `window` values, then an EMA (weight `alpha` on the new
     value) of its logarithm: one spike, however large, moves the curve not at all."""
     v = np.asarray(values, dtype=float)

@@ -4,8 +4,11 @@ checkpoints with exact resume, CSV log and plot, typed progress events, DDP via 
     result = train(model_cfg, train_cfg, out_dir, resume=True, callback=print)
 
 The run folder's files are named in `rundir.RunDir`; checkpoint.pt holds tensors and plain
-Python only (loaded with weights_only=True). `train` returns a `TrainResult` (paths and
-figures); `Trainer` is the same run in pieces (set-up, data, resume, step, validate, checkpoint).
+Python only (loaded with weights_only=True). Every checkpoint from iteration 1 on also writes
+last.safetensors (the EMA weights with their config, `weights_io`), so a cancelled or crashed
+run leaves weights to try, not only a checkpoint to resume. `train` returns a `TrainResult`
+(paths and figures); `Trainer` is the same run in pieces (set-up, data, resume, step,
+validate, checkpoint).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ __all__ = ["EMA", "Trainer", "TrainResult", "diffusion_loss", "lr_factor", "trai
 
 Callback = Callable[[ev.Event], None]
 PROGRESS_EVERY_S = 0.5  # "progress" events: the first iteration, then at most this often
+VAL_BATCH = 8  # validation images sampled together (`evaluate.sample_dataset`'s batch)
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -73,7 +77,7 @@ class EMA:
                 e.copy_(p)
 
 
-def diffusion_loss(model, schedule: Schedule, cfg: ModelConfig, image: torch.Tensor,
+def diffusion_loss(model, schedule: Schedule, denoiser: Denoiser, image: torch.Tensor,
                    mask: torch.Tensor, gen: torch.Generator, *,
                    neighbour: torch.Tensor | None = None, has_neighbour: torch.Tensor | None = None,
                    learn_outline: torch.Tensor | None = None, exists: torch.Tensor | None = None,
@@ -87,7 +91,7 @@ def diffusion_loss(model, schedule: Schedule, cfg: ModelConfig, image: torch.Ten
     t, noise = t.to(mask.device), noise.to(mask.device)
     x_t, _, logsnr = schedule.add_noise(mask, t, noise)
     out, kl, logit = model(x_t, logsnr, image, mask, neighbour, has_neighbour)
-    per_item = Denoiser.from_config(cfg).loss(out, x_t, mask, logsnr)
+    per_item = denoiser.loss(out, x_t, mask, logsnr)
     keep = torch.ones_like(per_item) if learn_outline is None else learn_outline.to(per_item)
     terms = {"loss": (per_item * keep).sum() / keep.sum().clamp_min(1.0), "kl": kl.mean(),
              "bce": per_item.new_zeros(())}
@@ -169,8 +173,11 @@ def _stop_hooks(model: torch.nn.Module, should_stop: Callable[[], bool]) -> list
 
 
 def _fresh_run_dir(run: RunDir, model_cfg: ModelConfig, cfg: TrainConfig) -> None:
+    """A new run in `run`: an earlier run's log, checkpoint, plot and weights go (its best
+    weights must not pass for this run's)."""
     run.root.mkdir(parents=True, exist_ok=True)
-    run.log.unlink(missing_ok=True)
+    for path in (run.log, run.checkpoint, run.plot, *run.weight_files()):
+        path.unlink(missing_ok=True)
     save_run_config(model_cfg, cfg, run.run_json)
 
 
@@ -228,6 +235,7 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)
         self.net: torch.nn.Module = self.model
         self.schedule = Schedule.from_config(model_cfg)
+        self.denoiser = Denoiser.from_config(model_cfg)  # prediction type and loss weighting
         self.step, self.best, self.elapsed = 0, float("inf"), 0.0
         self.losses: list[float] = []       # the current log window
         self.bces: list[float] = []         # existence-head BCE over the same window
@@ -236,6 +244,8 @@ class Trainer:
         self.examples: TrainingExamples | None = None
         self._val: MultiRaterData | None = None
         self._val_source: Background[MultiRaterData] | None = None
+        self._val_seconds: float | None = None  # the last validation's duration (its ETA)
+        self._last_saved = -1  # the step last.safetensors holds
         self._not_begun("while building the model")
 
     # ------------------------------------------------------------------ set-up
@@ -327,7 +337,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ saving
     def checkpoint(self) -> None:
-        """checkpoint.pt: everything for an exact resume (rank 0; atomic)."""
+        """checkpoint.pt: everything for an exact resume; then its EMA weights as
+        last.safetensors, once an iteration is done (rank 0; each file atomic)."""
         if self.rank != 0:
             return
         _atomic_torch_save({
@@ -337,6 +348,17 @@ class Trainer:
             "elapsed": self.elapsed, "model_config": self.model_cfg.to_dict(),
             "train_config": self.cfg.to_dict(), "window": self.losses,
             "window_bce": self.bces, "pending": self.pending}, self.run.checkpoint)
+        if self.step > 0:
+            self._save_last()
+
+    def _save_last(self) -> None:
+        """last.safetensors (+ .json): the EMA weights of iteration `step` with their config."""
+        if self._last_saved == self.step:
+            return
+        save_weights(self.ema.model, self.model_cfg, self.run.last,
+                     info={"step": self.step, "elapsed_s": round(self.elapsed, 1),
+                           "best_val_ged": self.best})
+        self._last_saved = self.step
 
     def _stopped(self, where: str) -> NoReturn:
         self.checkpoint()
@@ -348,27 +370,64 @@ class Trainer:
         """last (and, without validation, best) weights; the `Done` event."""
         run = self.run
         if self.rank == 0:
-            info = {"step": self.step, "elapsed_s": round(self.elapsed, 1),
-                    "best_val_ged": self.best}
-            save_weights(self.ema.model, self.model_cfg, run.last, info=info)
+            self._save_last()
             if not run.best.exists():
-                save_weights(self.ema.model, self.model_cfg, run.best, info=info)
+                save_weights(self.ema.model, self.model_cfg, run.best,
+                             info={"step": self.step, "elapsed_s": round(self.elapsed, 1),
+                                   "best_val_ged": self.best})
         result = TrainResult.of(run, self.step, self.elapsed, self.best)
         self.emit(ev.Done(result))
         return result
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> dict[str, Any]:
-        """The EMA model's metrics on the validation subset (stop hooks inside)."""
+        """The EMA model's metrics on the validation subset (stop hooks inside); `ValProgress`
+        events at its start, then at most every PROGRESS_EVERY_S."""
         from ..segmenter import Segmenter  # here: half a second less before iteration 1
         from .evaluate import evaluate_model
 
         seg_model = copy.deepcopy(self.ema.model)
         if self.inside:
             _stop_hooks(seg_model, self.stop)
+        count, steps = len(self.val_data), max(int(self.model_cfg.steps), 1)
+        t0 = time.perf_counter()
+        at = {"cases": 0, "evals": 0, "told": -math.inf}
+
+        def tell(force: bool = False) -> None:
+            now = time.perf_counter()
+            if not force and now - at["told"] < PROGRESS_EVERY_S:
+                return
+            at["told"] = now
+            # within a batch of cases: by its network evaluations (`steps` per batch)
+            batch = min(VAL_BATCH, count - at["cases"])
+            done = at["cases"] + batch * min(at["evals"] / steps, 1.0)
+            spent = now - t0
+            eta = (spent * (count - done) / done if done > 0 else
+                   None if self._val_seconds is None else max(self._val_seconds - spent, 0.0))
+            self.emit(ev.ValProgress(self.step, self.cfg.iterations, round(done, 3), count, eta))
+
+        def evaluated(*_: Any) -> None:
+            at["evals"] += 1
+            tell()
+
+        def batch_done(cases: int, _total: int) -> None:
+            at["cases"], at["evals"] = cases, 0
+            tell()
+
+        denoiser = getattr(seg_model, "denoiser", None)  # one call per network evaluation
+        hook = denoiser.register_forward_hook(evaluated) if denoiser is not None else None
+        tell(force=True)
         seg = Segmenter(seg_model, self.model_cfg, self.device)
-        return evaluate_model(seg, self.val_data, n=self.cfg.val_n, steps=self.model_cfg.steps,
-                              seed=0, should_stop=self.stop if self.inside else None)
+        try:
+            result = evaluate_model(seg, self.val_data, n=self.cfg.val_n,
+                                    steps=self.model_cfg.steps, seed=0, batch_images=VAL_BATCH,
+                                    progress=batch_done,
+                                    should_stop=self.stop if self.inside else None)
+        finally:
+            if hook is not None:
+                hook.remove()
+        self._val_seconds = time.perf_counter() - t0
+        return result
 
     def _check_val_source(self) -> None:
         """A validation set that failed to load in the background: say so now (after saving
@@ -398,8 +457,8 @@ class Trainer:
                 image = image.contiguous(memory_format=torch.channels_last)
             mask = batch.pop("mask")
             with autocast(device):
-                terms = diffusion_loss(self.net, self.schedule, model_cfg, image, mask, self.gen,
-                                       **batch)
+                terms = diffusion_loss(self.net, self.schedule, self.denoiser, image, mask,
+                                       self.gen, **batch)
                 loss, kl, bce = terms["loss"], terms["kl"], terms["bce"]
                 total = loss + model_cfg.kl_weight * kl + model_cfg.existence_weight * bce
             self.opt.zero_grad(set_to_none=True)

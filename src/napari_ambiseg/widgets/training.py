@@ -8,12 +8,14 @@ in the rest, so Start waits only for the first iteration. That standby process h
 (~300 MB) and the train set (~0.8 GB for the LIDC train.npz); it ends with the dock, the
 viewer or napari. The dock talks from the first second: what the run is doing
 (starting, loading, iteration k running for n s), then iteration, s/it and ETA after every
-iteration (at most twice a second), the log rows (every "Log every" iterations) on the plot.
-Cancel stops within a second, inside an iteration: the checkpoint of the last completed
-iteration is saved; Start with "Resume" continues from it, bit for bit, and the plot shows
-the run's whole history (read back from its log.csv). The "Add cases" tab builds a training
-folder from the open image and its readers' Labels layers (`add_case`). When a run ends,
-"Load into sampler" hands its weights to the sampling dock.
+iteration (at most twice a second), the log rows (every "Log every" iterations) on the plot,
+a validation's cases done and its ETA. Start never imports PyTorch in napari's process (the
+plan is plain data). Cancel stops within a second, inside an iteration: the checkpoint of the
+last completed iteration and its weights are saved; Start with "Resume" continues from it,
+bit for bit, and the plot shows the run's whole history (read back from its log.csv). The
+"Add cases" tab builds a training folder from the open image and its readers' Labels layers
+(`add_case`). However a run ends (done, cancelled, failed), the status line says which weights
+"Load into sampler" hands to the sampling dock (best, else last), or why there are none yet.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from ..training.plots import draw_loss, set_loss
 from ..training.presets import PRESETS
 from ..training.rundir import RunDir, TrainResult
 from ..training.runlog import read_log, robust_smooth
-from ._qt import PathField, notify_error
+from ._qt import PathField, error_text, notify_error
 from .add_case import AddCasePanel
 from .engine import stream
 from .settings import DEVICES, load_defaults
@@ -84,7 +86,7 @@ def _rate(s_per_it: float | None) -> str:
 
 
 class LossPlot(QWidget):
-    """The run's loss (raw window means faint, a robust smoothed curve, log axis with robust
+    """The run's loss (window means faint, their robust smoothing, log axis with robust
     limits: see `training.runlog`) and validation GED (right axis), over its whole history."""
 
     def __init__(self, parent: QWidget | None = None):
@@ -98,7 +100,7 @@ class LossPlot(QWidget):
         self.ax2 = self.ax.twinx()
         self.ax.set(xlabel="iteration", ylabel="loss")
         self.ax2.set_ylabel("val GED", color="tab:orange")
-        self.artists = draw_loss(self.ax, np.zeros(0), np.zeros(0), np.zeros(0))
+        self.artists = draw_loss(self.ax, np.zeros(0), np.zeros(0))
         (self.ged_line,) = self.ax2.plot([], [], "o-", color="tab:orange", label="val GED")
         self.ax.legend(handles=[self.artists["raw"], self.artists["smooth"], self.ged_line],
                        loc="upper right", fontsize="small")
@@ -106,8 +108,7 @@ class LossPlot(QWidget):
                                         transform=self.ax.transAxes, ha="center",
                                         va="center", color="0.5")
         self.steps: list[int] = []
-        self.raw: list[float] = []     # window means (faint)
-        self.median: list[float] = []  # window medians (what the smoothing follows)
+        self.raw: list[float] = []  # window means (faint; what the smoothed curve smooths)
         self.ged: list[tuple[int, float]] = []
         self.canvas.setMinimumHeight(220)
         QVBoxLayout(self).addWidget(self.canvas)
@@ -118,17 +119,18 @@ class LossPlot(QWidget):
         return list(zip(self.steps, self.raw))
 
     def smoothed(self) -> float | None:
-        return float(robust_smooth(self.median)[-1]) if self.median else None
+        """The smoothed curve's last value (None before the first log row)."""
+        return float(robust_smooth(self.raw)[-1]) if self.raw else None
 
     def clear(self) -> None:
-        self.steps, self.raw, self.median, self.ged = [], [], [], []
+        self.steps, self.raw, self.ged = [], [], []
         self._redraw()
 
     def load(self, log_csv: str | Path) -> int:
         """Replace the plot by a run's log (its whole history); returns the rows read."""
         log = read_log(log_csv)
         self.steps = [int(s) for s in log["step"]]
-        self.raw, self.median = list(log["loss"]), list(log["loss_median"])
+        self.raw = list(log["loss"])
         self.ged = list(zip((int(s) for s in log["val_step"]), log["val_ged"]))
         self._redraw()
         return len(self.steps)
@@ -138,7 +140,6 @@ class LossPlot(QWidget):
         if isinstance(event, ev.Step) and event.loss is not None:
             self.steps.append(int(event.step))
             self.raw.append(float(event.loss))
-            self.median.append(float(event.loss_median))
         elif isinstance(event, ev.Val):
             self.ged.append((event.step, float(event.val["ged"])))
         else:
@@ -146,7 +147,7 @@ class LossPlot(QWidget):
         self._redraw()
 
     def _redraw(self) -> None:
-        set_loss(self.ax, self.artists, self.steps, self.raw, self.median)
+        set_loss(self.ax, self.artists, self.steps, self.raw)
         self.ged_line.set_data([p[0] for p in self.ged], [p[1] for p in self.ged])
         self.ax2.relim()
         self.ax2.autoscale_view()
@@ -172,6 +173,9 @@ class TrainingWidget(QWidget):
         self.extra: dict[str, Any] = {}  # further TrainConfig fields (tests, power users)
         self._stop: threading.Event | None = None
         self._run: RunDir | None = None
+        self._plan: Any = None  # the run under way (or the last one)
+        self._weights_before: dict[Path, int | None] = {}  # the folder's weights at Start
+        self._completed = 0  # the last iteration the run reported completed
         self._said, self._said_at, self._last_event = "", 0.0, 0.0
         self._running_step: int | None = None  # the iteration under way (for the ticker)
         self._cancelled: ev.Cancelled | None = None  # the trainer's Cancelled event
@@ -194,9 +198,9 @@ class TrainingWidget(QWidget):
         self.lr.setValue(1e-3)
         self.val_every = _ispin(1, 1_000_000, 1000)
         self.log_every = _ispin(1, 1_000_000, 20)
-        self.log_every.setToolTip("A point on the plot and a row in log.csv (mean and median "
-                                  "loss of the interval) every this many iterations. The "
-                                  "status line reports every iteration regardless.")
+        self.log_every.setToolTip("A point on the plot (the interval's mean loss) and a row in "
+                                  "log.csv (its mean and median) every this many iterations. "
+                                  "The status line reports every iteration regardless.")
         self.device = QComboBox()
         self.device.addItems(DEVICES)
         self.device.setCurrentText(defaults.device)
@@ -335,6 +339,7 @@ class TrainingWidget(QWidget):
         try:
             plan = self.plan()
         except Exception as e:  # noqa: BLE001 - the user's input: say what is wrong
+            self._say(f"Not started: {error_text(e)}")  # not what an earlier run said
             notify_error(e)
             return None
         self._stop = threading.Event()
@@ -344,7 +349,9 @@ class TrainingWidget(QWidget):
             self.plot.clear()
         self.progress.setRange(0, plan.train.iterations)
         self.progress.setValue(0)
-        self.weights_path, self.last_result, self._run = None, None, plan.out
+        self.weights_path, self.last_result, self._run, self._plan = None, None, plan.out, plan
+        self._weights_before = {p: _mtime(p) for p in (plan.out.best, plan.out.last)}
+        self._completed = 0
         self._prepare_timer.stop()
         worker = create_worker(training_job, plan, self._stop, self.warm.take(),
                                _start_thread=False, _ignore_errors=True)
@@ -401,6 +408,7 @@ class TrainingWidget(QWidget):
             else:
                 self._say((e.text or e.phase).capitalize())
         elif isinstance(e, (ev.Progress, ev.Step)) and e.s_per_it is not None:
+            self._completed = max(self._completed, int(e.step))
             self.plot.add(e)
             smooth = self.plot.smoothed()
             loss = (f"loss {smooth:.4g} (smoothed)" if smooth is not None
@@ -408,11 +416,17 @@ class TrainingWidget(QWidget):
             self._running_step = e.step + 1 if e.step < e.total else None
             self._say(f"iteration {e.step:,} / {e.total:,} - {_rate(e.s_per_it)} - "
                       f"ETA {_eta(e.eta_s)} - {loss}")
+        elif isinstance(e, ev.ValProgress):
+            self._running_step = None
+            eta = ("ETA after the first cases" if e.eta_s is None else f"ETA {_eta(e.eta_s)}")
+            self._say(f"Validating at iteration {e.step:,}: {int(e.done):,} / {e.count:,} cases "
+                      f"({100 * e.done / max(e.count, 1):.0f}%) - {eta}")
         elif isinstance(e, ev.Val):
             self._say(f"validation at {e.step:,}: GED {e.val['ged']:.4f}, "
                       f"HM-IoU {e.val.get('hm_iou', float('nan')):.4f}")
             self.plot.add(e)
         elif isinstance(e, ev.Resume):
+            self._completed = e.step
             rows = self.plot.load(self._run.log)
             self._say(f"Resumed at iteration {e.step:,} ({rows} log rows of history)")
         elif isinstance(e, ev.Cancelled):
@@ -425,22 +439,55 @@ class TrainingWidget(QWidget):
         self.last_result = result
         self.weights_path = result.weights
         self._say(f"Done: {result.step:,} iterations in {_eta(result.elapsed_s)}; weights in "
-                  f"{result.out}.")
+                  f"{result.out}. {self._loadable()}")
         self.finished.emit(result)
 
     def _on_error(self, exc: BaseException) -> None:
         self.last_result = exc
-        self.weights_path = self._run.weights()
-        if isinstance(exc, Cancelled) and self._cancelled is not None:
+        self.weights_path = self._run_weights()
+        if isinstance(exc, Cancelled) and self._cancelled is not None and \
+                self._cancelled.step == 0:
+            text = f"Stopped {self._cancelled.where}, before any iteration was completed."
+        elif isinstance(exc, Cancelled) and self._cancelled is not None:
             e = self._cancelled
-            self._say(f"Stopped {e.where}: the checkpoint of iteration {e.step:,} is saved in "
-                      f"{self._run.root}; Start with Resume continues.")
+            text = (f"Stopped {e.where}: the checkpoint of iteration {e.step:,} is saved in "
+                    f"{self._run.root}; Start with Resume continues.")
         elif isinstance(exc, Cancelled):
-            self._say(f"Stopped: {exc}.")
+            text = f"Stopped: {exc}."
         else:
-            self._say(f"Failed: {exc}")
+            text = f"Failed: {error_text(exc)}"
             notify_error(exc)
+        self._say(f"{text} {self._loadable()}")
         self.finished.emit(exc)
+
+    def _run_weights(self) -> Path | None:
+        """The run's weights (best, else last) once it ended early: written since Start, or
+        the resumed run's own; an earlier run's files in the folder are not this run's."""
+        for p in (self._run.best, self._run.last):
+            if p.is_file() and (self._plan.resume or _mtime(p) != self._weights_before.get(p)):
+                return p
+        return None
+
+    def _loadable(self) -> str:
+        """What Load into sampler would load, or why there is nothing to load."""
+        from ..errors import AmbisegError
+        from ..weights_io import load_config  # JSON only: no PyTorch here
+
+        p = self.weights_path
+        if p is None:
+            if not self._completed:
+                return "There are no weights to load: no iteration was completed."
+            every = self._plan.train.checkpoint_every
+            return ("There are no weights to load: none were saved before the run ended "
+                    f"(weights are saved with each checkpoint, every {every:,} iterations).")
+        try:
+            info = load_config(p)[1]
+        except AmbisegError:
+            info = {}
+        about = [f"iteration {int(info['step']):,}"] if "step" in info else []
+        if isinstance(info.get("val"), dict) and "ged" in info["val"]:
+            about.append(f"validation GED {float(info['val']['ged']):.3f}")
+        return f"Load into sampler loads {p.name}" + (f" ({', '.join(about)})." if about else ".")
 
     def _on_finished(self) -> None:
         self.worker = None
@@ -468,6 +515,13 @@ class TrainingWidget(QWidget):
         sampler.set_weights(str(self.weights_path))
         self.status.setText(f"The sampler now uses {self.weights_path}.")
         return sampler
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 def _ispin(lo: int, hi: int, value: int) -> QSpinBox:
