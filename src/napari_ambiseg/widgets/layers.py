@@ -267,6 +267,48 @@ def agreement_colormap():
                     name="ambiseg agreement", display_name="agreement (0 clear)")
 
 
+SCALE_TITLE = "share of samples"  # what the agreement's colour bar measures
+TITLE_OVERLAY = "ambiseg_scale_title"  # its title: a text overlay of the viewer's canvas
+
+
+def show_agreement_scale(viewer, layer) -> None:
+    """The agreement layer's colour bar (its contrast limits, 0 to 1) on the canvas, with
+    the title "share of samples" beside it while any agreement bar is shown (napari has no
+    title on a colour bar, nor text overlays of a layer's own)."""
+    layer.colorbar.visible = True
+    update = _title_updater(viewer)
+    if scale_title(viewer) is None:
+        from napari.components.overlays import ColorBarOverlay, TextOverlay
+
+        bar = ColorBarOverlay()  # napari's colour bar: its corner, box and font
+        viewer.canvas.overlays[TITLE_OVERLAY] = TextOverlay(
+            text=SCALE_TITLE, position=bar.position, box=bar.box, font_size=bar.font_size,
+            visible=False)
+        viewer.layers.events.removed.connect(update)
+    layer.events.visible.connect(update)
+    layer.colorbar.events.visible.connect(update)
+    update()
+
+
+def scale_title(viewer):
+    """The agreement colour bars' title overlay of `viewer`, or None."""
+    return viewer.canvas.overlays.get(TITLE_OVERLAY)
+
+
+def _title_updater(viewer):
+    """A callback showing the title while an agreement layer shows its colour bar (holds the
+    viewer weakly)."""
+    ref = weakref.ref(viewer)
+
+    def update(*_) -> None:
+        if (v := ref()) is not None and (title := scale_title(v)) is not None:
+            title.visible = any(
+                (output_info(la) or {}).get("kind") == "agreement" and la.visible
+                and la.colorbar.visible for la in v.layers)
+
+    return update
+
+
 def _transparent_floor(name: str):
     """A named colormap whose value 0 is fully transparent (blends over the image)."""
     from napari.utils.colormaps import Colormap, ensure_colormap
@@ -367,6 +409,8 @@ def replace_outputs(viewer, source, out: Outputs) -> dict[str, Any]:
             layers.insert(index, layer)
         else:
             layers.insert(layers.index(source) + 1, layer)
+        if kind == "agreement":
+            show_agreement_scale(viewer, layer)
         shown[kind] = layer
     return shown
 
