@@ -139,8 +139,8 @@ def test_a_slice_the_canvas_does_not_show_is_never_sampled(make_napari_viewer, q
     high = volume(viewer, tmp_path, "high", origin=(100.0, 0.0, 0.0))
     ct2d = ct_small(viewer)
     sampler, _ = docks(viewer)
+    sampler.image.set_value(low)  # (choosing a volume the viewer is off shows its middle)
     to_slice(viewer, high, 2)  # z = 105: inside 'high', between the two volumes for 'low'
-    sampler.image.set_value(low)
     assert sampler.run() is None
     assert "outside 'low'" in str(sampler.last_error) and "z = 105" in str(sampler.last_error)
     assert "outside 'low'" in sampler.status.text()

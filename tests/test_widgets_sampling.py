@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,7 +11,8 @@ import pytest
 from napari_ambiseg.errors import Cancelled, WeightsError
 from napari_ambiseg.testing import ScriptedSegmenter, tiny_config, tiny_segmenter
 from napari_ambiseg.widgets import layers as L
-from napari_ambiseg.widgets.sampling import SamplingWidget
+from napari_ambiseg.widgets.prompts import current_slice
+from napari_ambiseg.widgets.sampling import SamplingWidget, go_to_slice
 
 pytestmark = pytest.mark.gui
 
@@ -374,3 +376,84 @@ def test_a_refused_request_replaces_the_last_runs_status(make_napari_viewer, qtb
     viewer.layers.remove(src)
     viewer.layers.remove(empty)
     assert w.run() is None and w.status.text().startswith("Not started: Open an image first")
+
+
+class Evident(ScriptedSegmenter):
+    """The scripted masks with an existence head's answer: p of each slice of a volume (of
+    the plane: `p[0]`); records whether each plane was drawn given a finding."""
+
+    model = SimpleNamespace(existence=object())  # what the core checks for a head
+
+    def __init__(self, p):
+        super().__init__()
+        self.p, self.given = list(p), []
+
+    def finding_probabilities(self, volume, zs, prompts, spacing=None, modality="auto"):
+        return np.array([self.p[z] for z in zs])
+
+    def sample(self, image, *args, given_finding=True, **kwargs):
+        self.given.append(given_finding)
+        r = super().sample(image, *args, **kwargs)
+        r.finding_probability, r.conditional = self.p[0], given_finding
+        return r
+
+
+def test_two_answers_given_a_finding_unless_the_benchmark_distribution_is_asked(
+        make_napari_viewer, qtbot):
+    """Issue 23: by default the samples are drawn given a finding and the status gives the
+    finding probability; the tick box asks for the benchmark distribution instead."""
+    viewer = make_napari_viewer()
+    viewer.add_image(ct_like(), name="ct")
+    seg = Evident([0.78])
+    w = dock(viewer, seg)
+    assert not w.include_empty.isChecked() and w.request()[1].given_finding
+    out = run(qtbot, w)
+    assert seg.given[-1] is True and out.conditional
+    assert "Experts would outline a finding here: 78%." in w.status.text()
+    assert "2 outline modes, the largest 9 of 16; no finding: 2 of 16." in w.status.text()
+    w.include_empty.setChecked(True)
+    out = run(qtbot, w)
+    assert seg.given[-1] is False and not out.conditional
+    assert "78% (benchmark distribution" in w.status.text()
+
+
+def test_a_slab_starts_where_the_finding_is_most_evident(make_napari_viewer, qtbot):
+    """Issue 23: a slice range is not forced to start on the current slice; the dock says
+    where it started and shows that slice."""
+    viewer = make_napari_viewer()
+    src = viewer.add_image(np.stack([ct_like((48, 48))] * 8), scale=(2.0, 1, 1), name="vol")
+    seg = Evident([0.1, 0.2, 0.3, 0.5, 0.9, 0.6, 0.2, 0.1])
+    w = dock(viewer, seg)
+    go_to_slice(viewer, src, 2)
+    w.slices.setCurrentIndex(1)  # slice range
+    w.z_from.setValue(1)
+    w.z_to.setValue(6)
+    assert w.request()[1].start is None  # the core chooses
+    out = run(qtbot, w)
+    assert (out.z0, out.start, out.finding_probability) == (1, 4, pytest.approx(0.9))
+    assert current_slice(viewer, src) == 4  # the viewer shows the slice it started from
+    text = w.status.text()
+    assert "on slices 1-6, started on slice 4, where the finding is most evident" in text
+    assert "here: 90%" in text
+
+
+def test_an_image_off_the_slider_is_shown_at_its_middle_slice(make_napari_viewer, qtbot):
+    """Issue 27.7: a second image that the z slider is not on (slider at 12.5 mm, the image
+    spans 0-8.75 mm) is shown at its middle slice when chosen; moved off again, Sample says
+    why it refuses and offers the move in one click."""
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((20, 48, 48), np.float32), scale=(2.5, 1, 1), name="first")
+    w = dock(viewer, ScriptedSegmenter())
+    viewer.dims.set_point(0, 12.5)
+    second = viewer.add_image(np.stack([ct_like((48, 48))] * 8), scale=(1.25, 1, 1),
+                              name="second")
+    w.image.set_value(second)
+    assert current_slice(viewer, second) == 4
+    assert "'second' at its middle slice (4)" in w.status.text()
+    assert run(qtbot, w).z0 == 4
+    viewer.dims.set_point(viewer.dims.ndim - 3, 30.0)  # z (the samples added an axis)
+    assert w.run() is None and "outside 'second'" in w.status.text()
+    assert w.go_button.isVisibleTo(w) and w.go_button.text() == "Go to slice 4 of 'second'"
+    w.go_button.click()
+    assert current_slice(viewer, second) == 4 and not w.go_button.isVisibleTo(w)
+    assert run(qtbot, w).z0 == 4

@@ -11,6 +11,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -26,8 +27,9 @@ from qtpy.QtWidgets import (
 
 from ..config import MODALITIES, ModelConfig
 from ..errors import Cancelled, InputError
-from ..io.volume import METADATA_KEY
 from ..io.windows import CT_PRESETS, apply_window_preset
+from ..layer_contract import METADATA_KEY, layer_record
+from ..modes import NO_FINDING, no_finding
 from ..scope import is_cine, layer_scope_warnings, scope_text
 from . import layers as L
 from ._qt import LayerChoice, PathField, error_text, notify_error
@@ -52,8 +54,6 @@ class SamplingWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
-        from napari.layers import Image, Points, Shapes
-
         self.viewer = napari_viewer
         self.worker = None
         self.last_outputs: Outputs | None = None
@@ -69,6 +69,15 @@ class SamplingWidget(QWidget):
         # N and steps: the user's settings when given, else the chosen model's (`_seed_counts`)
         self._overrides = {"n_samples": defaults.n_samples, "steps": defaults.steps}
         self._seeded: dict[str, int] = {}
+        self._make_fields(defaults)
+        self._lay_out()
+        self._connect()
+        self._on_image()
+        self._update_model_status()
+
+    def _make_fields(self, defaults) -> None:
+        """The dock's fields, at the plugin settings' defaults."""
+        from napari.layers import Image, Points, Shapes
 
         self.image = LayerChoice(self.viewer, (Image,), keep=lambda la: not L.is_output(la))
         self.where = LayerChoice(self.viewer, (Points, Shapes),
@@ -86,7 +95,12 @@ class SamplingWidget(QWidget):
         self.slices = QComboBox()
         self.slices.addItems([label for label, _ in SLICE_MODES])
         self.z_from, self.z_to = _spin(0, 0, 0), _spin(0, 0, 0)
-        z_row = _row(QLabel("from"), self.z_from, QLabel("to"), self.z_to)
+        self.include_empty = QCheckBox("include 'no finding' samples (benchmark distribution)")
+        self.include_empty.setToolTip(
+            "Unticked: every sample is drawn given a finding at the prompt (what would experts "
+            "outline?), and the chance of a finding is given as a percentage. Ticked: the "
+            "model also draws empty samples as often as it expects readers to see nothing, "
+            "the distribution the benchmarks score.")
         self.n = _spin(1, 64, ModelConfig.n_samples)
         self.steps = _spin(1, 100, ModelConfig.steps)
         self.seed = _spin(0, 2**31 - 1, 0)
@@ -104,20 +118,24 @@ class SamplingWidget(QWidget):
         self.cancel_button.setEnabled(False)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.go_button = QPushButton()  # one click onto the chosen volume, offered when off it
+        self.go_button.setVisible(False)
 
-        form = QFormLayout()
+    def _lay_out(self) -> None:
+        """One form, compact enough to leave the gallery room on a 1280 x 800 screen."""
+        self._z_row = _row(QLabel("from"), self.z_from, QLabel("to"), self.z_to)
+        form = self._form = QFormLayout()
         form.addRow("Image", self.image)
         form.addRow(self.scope_warning)
         form.addRow("CT window", self.window)
         form.addRow("Where", self.where)
         form.addRow("", self.click_to_sample)
         form.addRow("Slices", self.slices)
-        form.addRow("", z_row)
-        form.addRow("Samples (N)", self.n)
-        form.addRow("Steps", self.steps)
-        form.addRow("Seed", self.seed)
-        form.addRow("Device", self.device)
-        form.addRow("Modality", self.modality)
+        form.addRow("", self._z_row)
+        form.addRow("", self.include_empty)
+        form.addRow("Samples (N)", _row(self.n, QLabel("Steps"), self.steps,
+                                        QLabel("Seed"), self.seed))
+        form.addRow("Device", _row(self.device, QLabel("Modality"), self.modality))
         form.addRow("Weights", self.weights)
         form.addRow("", self.model_status)
         box = QVBoxLayout(self)
@@ -125,19 +143,19 @@ class SamplingWidget(QWidget):
         box.addLayout(form)
         box.addWidget(_row(self.run_button, self.cancel_button))
         box.addWidget(self.status)
+        box.addWidget(self.go_button)
         box.addStretch(1)
-        self._z_row, self._form = z_row, form
 
+    def _connect(self) -> None:
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
+        self.go_button.clicked.connect(self._go_to_middle)
         self.image.currentIndexChanged.connect(self._on_image)
         self.window.textActivated.connect(self.apply_window)
         self.slices.currentIndexChanged.connect(self._on_slices)
         self.click_to_sample.toggled.connect(self._on_click_mode)
         self.weights.edit.editingFinished.connect(self._update_model_status)
         self.device.currentTextChanged.connect(self._update_model_status)
-        self._on_image()
-        self._update_model_status()
 
     def apply_window(self, name: str) -> None:
         """One click to a CT preset (lung, mediastinum, bone, brain) on the chosen image."""
@@ -251,25 +269,44 @@ class SamplingWidget(QWidget):
         return source if source is not None and len(L.spatial_shape(source)) == 3 else None
 
     def _on_image(self, *_) -> None:
-        """A new image: slice controls for volumes, range around the current slice."""
+        """A new image: slice controls for volumes, range around the current slice; a volume
+        the viewer is not on (another image's slices) is shown at its middle slice."""
+        self.go_button.setVisible(False)
         source = self._volume()
         if source is not None:
+            if _off(self.viewer, source):
+                self._go_to_middle()
             depth = L.spatial_shape(source)[0]
-            try:
-                z = current_slice(self.viewer, source)
-            except InputError:  # the viewer is elsewhere: a range around the middle
-                z = depth // 2
+            z = current_slice(self.viewer, source)
             for spin, value in ((self.z_from, z - 2), (self.z_to, z + 2)):
                 spin.setMaximum(depth - 1)
                 spin.setValue(max(0, min(value, depth - 1)))
         self._show_for_image()
         self._on_slices()
 
+    def _go_to_middle(self) -> None:
+        """Show the chosen volume at its middle slice (the viewer was outside it)."""
+        self.go_button.setVisible(False)
+        source = self._volume()
+        if source is not None:
+            z = L.spatial_shape(source)[0] // 2
+            go_to_slice(self.viewer, source, z)
+            self.status.setText(f"Showing '{source.name}' at its middle slice ({z}): the "
+                                "viewer was outside it.")
+
+    def _offer_middle(self) -> None:
+        """After a refusal because the viewer is off the chosen volume: one click onto it."""
+        source = self._volume()
+        if source is not None and _off(self.viewer, source):
+            z = L.spatial_shape(source)[0] // 2
+            self.go_button.setText(f"Go to slice {z} of '{source.name}'")
+            self.go_button.setVisible(True)
+
     def _show_for_image(self) -> None:
         """Controls that fit the chosen image: frames for a cine, the CT window for CT only,
         the scope warning."""
         layer = self.image.value()
-        ref = (layer.metadata.get(METADATA_KEY) if layer is not None else None) or {}
+        ref = layer_record(layer, METADATA_KEY) or {}
         cine = is_cine(ref.get("axes"))
         for i, (label, _) in enumerate(SLICE_MODES):
             self.slices.setItemText(i, FRAME_MODES[i] if cine else label)
@@ -328,6 +365,7 @@ class SamplingWidget(QWidget):
                             z_range=(self.z_from.value(), self.z_to.value()),
                             n=self.n.value(), steps=self.steps.value(), seed=self.seed.value(),
                             modality=self.modality.currentText())
+        req.given_finding = not self.include_empty.isChecked()
         return source, req
 
     def run(self):
@@ -337,11 +375,13 @@ class SamplingWidget(QWidget):
 
         if self.worker is not None:
             return self.worker
+        self.go_button.setVisible(False)
         try:
             source, req = self.request()
         except Exception as e:  # noqa: BLE001 - the user's input: say what is wrong
             self.last_error = e
             self.status.setText(f"Not started: {error_text(e)}")  # not the last run's result
+            self._offer_middle()
             notify_error(e)
             return None
         self.last_error = None
@@ -391,14 +431,13 @@ class SamplingWidget(QWidget):
             self.viewer.layers.selection.active = active  # new layers do not steal the focus
         self.last_display_s = time.perf_counter() - t0  # GUI-thread time to show the results
         self.last_outputs = out
-        where = "" if out.z0 is None else f" on slices {out.z0}-{out.z0 + out.masks.shape[1] - 1}"
+        if out.start is not None and _off(self.viewer, source, out.start):
+            go_to_slice(self.viewer, source, out.start)  # the slice the samples start from
         scope = self.model_scope()
         out_of_scope = scope is not None and layer_scope_warnings(
-            scope, source.metadata.get(METADATA_KEY), rgb=bool(getattr(source, "rgb", False)))
+            scope, layer_record(source, METADATA_KEY), rgb=bool(getattr(source, "rgb", False)))
         caution = "Outside the model's scope (see the warning above): " if out_of_scope else ""
-        self.status.setText(f"{caution}{out.n} samples{where} in {out.seconds:.1f} s: "
-                            f"{len(out.modes)} mode(s); the largest has "
-                            f"{len(out.modes[0].members)} of {out.n}.")
+        self.status.setText(caution + result_text(out))
         self.sampled.emit(out)
 
     def _on_error(self, exc: BaseException) -> None:
@@ -430,6 +469,49 @@ class SamplingWidget(QWidget):
         self.cancel()
         self._on_click_mode(False)
         super().closeEvent(event)
+
+
+def result_text(out: Outputs) -> str:
+    """The dock's line after a run: where it sampled, the two answers (the finding
+    probability, then the outline modes given a finding), e.g. "16 samples on slices 3-9 in
+    2.1 s, started on slice 5, where the finding is most evident. Experts would outline a
+    finding here: 78%. 2 outline modes, the largest 12 of 16." """
+    where = ""
+    if out.z0 is not None and out.masks.shape[1] == 1:
+        where = f" on slice {out.z0}"
+    elif out.z0 is not None:
+        p = out.slice_probabilities
+        evident = p is not None and None not in p and p[out.key] >= max(p) - 1e-6
+        where = (f" on slices {out.z0}-{out.z0 + out.masks.shape[1] - 1}, started on slice "
+                 f"{out.start}" + (", where the finding is most evident" if evident else ""))
+    answer = out.finding_text()
+    nothing = no_finding([m.members for m in out.modes], out.masks)
+    outlines = [m for m, empty in zip(out.modes, nothing) if not empty]
+    modes = f"{len(outlines)} outline mode{'s' * (len(outlines) != 1)}"
+    if outlines:
+        modes += f", the largest {len(outlines[0].members)} of {out.n}"
+    empty = sum(len(m.members) for m, e in zip(out.modes, nothing) if e)
+    if empty:
+        modes += f"; {NO_FINDING}: {empty} of {out.n}"
+    return (f"{out.n} samples{where} in {out.seconds:.1f} s. {answer[:1].upper()}{answer[1:]}. "
+            f"{modes}.")
+
+
+def _off(viewer, source, z: int | None = None) -> bool:
+    """Whether the viewer shows another slice than `z` of the volume `source` (any of them:
+    None), or none of its slices."""
+    try:
+        here = current_slice(viewer, source)
+    except InputError:
+        return True
+    return z is not None and here != z
+
+
+def go_to_slice(viewer, source, z: int) -> None:
+    """Move the viewer to slice z of the volume layer `source` (Z, H, W)."""
+    point = np.zeros(source.ndim)
+    point[0] = z
+    viewer.dims.set_point(viewer.dims.ndim - source.ndim, source.data_to_world(point)[0])
 
 
 def _spin(lo: int, hi: int, value: int) -> QSpinBox:
