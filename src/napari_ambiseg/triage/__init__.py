@@ -1,0 +1,2 @@
+"""Triage: sample every case of a dataset once and rank them by expert disagreement
+(docs/triage.md is the run folder's contract)."""
