@@ -155,3 +155,63 @@ def test_dicom_paths(tmp_path, ct):
     assert pydicom.dcmread(path).SegmentSequence[0].SegmentAlgorithmType == "SEMIAUTOMATIC"
     [path] = _writer.write_labels_dicom_seg(str(tmp_path / "drawn.dcm"), labels, _meta(series))
     assert pydicom.dcmread(path).SegmentSequence[0].SegmentAlgorithmType == "MANUAL"
+
+
+# ------------------------------------------------------------------ who made each segment (27.9)
+def _seg_items(path) -> dict[int, tuple[str, str]]:
+    seg = pydicom.dcmread(path)
+    return {int(str(s.TrackingID).split()[-1]): (str(s.SegmentAlgorithmType), str(s.SegmentLabel))
+            for s in seg.SegmentSequence}
+
+
+def test_dicom_seg_marks_adopted_edited_and_hand_painted_values(tmp_path):
+    from napari_ambiseg import provenance as P
+
+    write_ct_series(tmp_path / "series", shape=(4, 12, 10))
+    [series] = read_image(tmp_path / "series")
+    labels = np.zeros(series.data.shape, np.uint8)
+    labels[1, 3:6, 2:5] = 1  # adopted: mode 1 of the gallery
+    adopted = {"source_name": "ct", "what": "mode 1 (sample 3)", "time": "t1"}
+    meta = _meta(series, ambiseg_adopted=adopted)
+    meta["metadata"][P.KEY] = P.record_adoption(meta["metadata"], labels)
+    assert P.record_adoption(meta["metadata"], labels) is None  # recorded once
+
+    labels[2, 0:2, 0:2] = 2  # painted by hand
+    [path] = _writer.write_labels_dicom_seg(str(tmp_path / "a.dcm"), labels, meta)
+    assert _seg_items(path) == {1: ("SEMIAUTOMATIC", "nodule, mode 1 (sample 3)"),
+                                2: ("MANUAL", "label 2")}
+    edited = labels.copy()
+    edited[1, 3, 2] = 0  # one voxel of the adopted outline erased
+    [path] = _writer.write_labels_dicom_seg(str(tmp_path / "b.dcm"), edited, meta)
+    assert _seg_items(path)[1] == ("SEMIAUTOMATIC", "nodule, mode 1 (sample 3), edited")
+
+    # a second adoption that wrote nothing (all its pixels labelled already): the highest
+    # value is the hand-painted 2, which stays MANUAL
+    meta["metadata"]["ambiseg_adopted"] = {**adopted, "what": "consensus >= 0.50", "time": "t2"}
+    meta["metadata"][P.KEY] = P.record_adoption(meta["metadata"], labels, painted={2})
+    [path] = _writer.write_labels_dicom_seg(str(tmp_path / "c.dcm"), labels, meta)
+    assert _seg_items(path)[2] == ("MANUAL", "label 2")
+    # one that wrote a new value 3 is recorded as such
+    labels[3, 5:8, 5:8] = 3
+    meta["metadata"]["ambiseg_adopted"] = {**adopted, "what": "consensus >= 0.50", "time": "t3"}
+    meta["metadata"][P.KEY] = P.record_adoption(meta["metadata"], labels, painted={2})
+    [path] = _writer.write_labels_dicom_seg(str(tmp_path / "d.dcm"), labels, meta)
+    assert _seg_items(path) == {1: ("SEMIAUTOMATIC", "nodule, mode 1 (sample 3)"),
+                                2: ("MANUAL", "label 2"),
+                                3: ("SEMIAUTOMATIC", "nodule, consensus >= 0.50")}
+
+    # labels drawn by hand only: MANUAL, as before
+    [path] = _writer.write_labels_dicom_seg(str(tmp_path / "e.dcm"), labels, _meta(series))
+    assert {t for t, _ in _seg_items(path).values()} == {"MANUAL"}
+
+    # the SEG read back and saved again keeps who made what, and sees later edits
+    [back] = read_image(tmp_path / "d.dcm")
+    np.testing.assert_array_equal(back.data, labels)
+    again = {"name": "x", "metadata": {"ambiseg": back.reference()}}
+    [path] = _writer.write_labels_dicom_seg(str(tmp_path / "f.dcm"), back.data, again)
+    assert _seg_items(path) == _seg_items(tmp_path / "d.dcm")
+    touched = back.data.copy()
+    touched[3, 5, 5] = 0
+    [path] = _writer.write_labels_dicom_seg(str(tmp_path / "g.dcm"), touched, again)
+    assert _seg_items(path)[3] == ("SEMIAUTOMATIC", "nodule, consensus >= 0.50, edited")
+    assert _seg_items(path)[2] == ("MANUAL", "label 2")

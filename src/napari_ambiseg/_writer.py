@@ -178,7 +178,7 @@ def write_labels_dicom_seg(path: str, data: Any, meta: dict[str, Any]) -> list[s
     labels = _array(data, meta)
     ref = _dicom_reference(labels, meta, "DICOM-SEG")
     adopted = record(meta.get("metadata"), ADOPTED_KEY) is not None
-    return write_labels(labels, path, ref, from_model=adopted)
+    return write_labels(labels, path, ref, from_model=adopted, provenance=meta.get("metadata"))
 
 
 # ------------------------------------------------------------------------------ images

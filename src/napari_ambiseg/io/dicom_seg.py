@@ -126,9 +126,18 @@ def _algorithm(hd: Any) -> Any:
         name=ALGORITHM_NAME, version=__version__, family=codes.cid7162.ArtificialIntelligence)
 
 
-def _segment_name(value: int, names: Mapping[int, str] | None, segment_label: str | None, single: bool) -> str:
-    if names and value in names and str(names[value]).strip():
-        return str(names[value]).strip()
+def _named(names: Mapping[int, str] | None, value: int) -> str | None:
+    name = str(names[value]).strip() if names and value in names else ""
+    return name or None
+
+
+def _segment_name(value: int, names: Mapping[int, str] | None, segment_label: str | None, single: bool,
+                  origin: Any = None, read_back: Mapping[int, str] | None = None) -> str:
+    """Given names, else what made the value (an adopted or edited model outline), else a
+    name read back from a SEG, else ``segment_label``, else ``"label <value>"``."""
+    name = _named(names, value) or (origin.label() if origin is not None else None) or _named(read_back, value)
+    if name:
+        return name
     if segment_label:
         return segment_label if single else f"{segment_label} {value}"
     return f"label {value}"
@@ -166,6 +175,7 @@ def write_dicom_seg(
     segment_labels: Mapping[int, str] | None = None,
     segment_label: str | None = None,
     from_model: bool = False,
+    origins: Mapping[int, Any] | None = None,
     property_category: Any = None,
     property_type: Any = None,
 ) -> list[str]:
@@ -173,11 +183,15 @@ def write_dicom_seg(
 
     ``reference`` is the image's ``metadata["ambiseg"]`` dict (or a MedicalImage's
     ``reference()``); it must come from a DICOM file or series read by napari-ambiseg.
-    Segment names: ``segment_labels[value]`` (default: ``reference["segment_labels"]``, kept when
-    a SEG is read back), else ``segment_label`` (``"<segment_label> <value>"`` when there are
-    several values), else ``"label <value>"``. ``from_model=True`` (labels adopted
-    from AmbiSeg samples) marks the segments SEMIAUTOMATIC with the algorithm identification
-    (napari-ambiseg, its version, family Artificial Intelligence); else MANUAL.
+    Who made each value: ``origins[value]`` (a :class:`napari_ambiseg.provenance.Origin`:
+    adopted from the model, adopted then edited, or manual) when given; values it does not
+    list follow ``from_model`` (True: labels adopted from AmbiSeg samples). Model-made
+    segments are SEMIAUTOMATIC with the algorithm identification (napari-ambiseg, its
+    version, family Artificial Intelligence); the others MANUAL.
+    Segment names: ``segment_labels[value]``, else the origin's (``"nodule, mode 1 (sample
+    3)"``, ``"..., edited"``), else a name read back from a SEG (``reference["segment_labels"]``),
+    else ``segment_label`` (``"<segment_label> <value>"`` when there are several values), else
+    ``"label <value>"``.
     The segmented property defaults to SCT "Morphologically Abnormal Structure" / "Lesion".
     """
     import highdicom as hd  # slow imports: only when writing
@@ -188,22 +202,29 @@ def write_dicom_seg(
     path = os.fspath(path)
     datasets = _source_datasets(reference)
     mapped, values = _segment_map(_on_source_frames(labels, reference, len(datasets)))
-    if segment_labels is None and reference.get("segment_labels"):  # names of a SEG read back
-        segment_labels = {int(v): str(n) for v, n in reference["segment_labels"].items()
-                          if str(v).isdigit() and n != NO_FINDING}
+    read_back = {int(v): str(n) for v, n in (reference.get("segment_labels") or {}).items()
+                 if str(v).isdigit() and n != NO_FINDING}  # names of a SEG read back
     if _single_frame(datasets):
         mapped = mapped[0]
     kind = hd.seg.SegmentAlgorithmTypeValues
-    algorithm = {"algorithm_type": kind.SEMIAUTOMATIC, "algorithm_identification": _algorithm(hd)} \
-        if from_model else {"algorithm_type": kind.MANUAL}
-    entries = [(k, _segment_name(v, segment_labels, segment_label, len(values) == 1), f"label {v}")
-               for k, v in enumerate(values, start=1)] or [(1, NO_FINDING, NO_FINDING)]
+    origins = origins or {}
+
+    def algorithm(value: int | None) -> dict[str, Any]:
+        """Model-made (the value's origin, else ``from_model``): SEMIAUTOMATIC, else MANUAL."""
+        origin = origins.get(value)
+        if (from_model if origin is None else origin.algorithm != kind.MANUAL.value):
+            return {"algorithm_type": kind.SEMIAUTOMATIC, "algorithm_identification": _algorithm(hd)}
+        return {"algorithm_type": kind.MANUAL}
+
+    entries = [(k, v, _segment_name(v, segment_labels, segment_label, len(values) == 1, origins.get(v), read_back),
+                f"label {v}") for k, v in enumerate(values, start=1)]
+    entries = entries or [(1, None, NO_FINDING, NO_FINDING)]
     descriptions = [
         hd.seg.SegmentDescription(
             segment_number=k, segment_label=name, segmented_property_category=category,
-            segmented_property_type=prop_type, tracking_uid=hd.UID(), tracking_id=tracking_id, **algorithm,
+            segmented_property_type=prop_type, tracking_uid=hd.UID(), tracking_id=tracking_id, **algorithm(v),
         )
-        for k, name, tracking_id in entries
+        for k, v, name, tracking_id in entries
     ]
     return _save(hd, datasets, mapped, descriptions, path, series_description=series_description,
                  segmentation_type=hd.seg.SegmentationTypeValues.BINARY)

@@ -149,6 +149,23 @@ def _segment_values(ds: Dataset) -> tuple[dict[int, int], dict[str, str]]:
     return values, names
 
 
+def _model_made(ds: Dataset, values: dict[int, int], data: np.ndarray) -> dict[str, Any]:
+    """``segment_provenance`` of a SEG written by napari-ambiseg: its SEMIAUTOMATIC segments
+    (made by the model) by label value, named and fingerprinted as read, so that saving the
+    labels again keeps them SEMIAUTOMATIC and sees edits (:mod:`napari_ambiseg.provenance`).
+    Other SEGs' algorithms are not ours to claim: nothing is recorded."""
+    from ..provenance import READ_KEY, SEMIAUTOMATIC, entry
+
+    if str(ds.get("Manufacturer", "")) != MANUFACTURER:
+        return {}
+    made = {}
+    for s in ds.get("SegmentSequence") or []:
+        value = values.get(int(s.SegmentNumber), 0)
+        if value and str(s.get("SegmentAlgorithmType", "")).upper() == SEMIAUTOMATIC and (data == value).any():
+            made[str(value)] = entry(data, value, "", name=str(s.get("SegmentLabel", "")))
+    return {READ_KEY: made} if made else {}
+
+
 # --- the source series beside the SEG -------------------------------------------------------
 
 def _subfolders(folder: str, skip: str = "") -> list[str]:
@@ -398,5 +415,5 @@ def read_dicom_seg(path: str | os.PathLike) -> list[MedicalImage]:
             images.append(MedicalImage(
                 data=data, spacing=spacing, origin=origin, direction=direction, axes=axes,
                 modality=grid.modality, name=base, is_labels=True, geometry=dict(grid.geometry),
-                metadata={**meta, "segment_labels": names}))
+                metadata={**meta, "segment_labels": names, **_model_made(ds, values, data)}))
     return images

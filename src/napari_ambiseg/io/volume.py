@@ -88,7 +88,8 @@ class MedicalImage:
         (and no pixel data).
         """
         keep = ("source", "source_files", "sop_instance_uids", "frame_order", "tags",
-                "windows", "photometric", "frame_time_ms", "warnings", "segment_labels", KIND_KEY)
+                "windows", "photometric", "frame_time_ms", "warnings", "segment_labels",
+                "segment_provenance", KIND_KEY)
         return {
             "modality": self.modality,
             "model_modality": self.model_modality,

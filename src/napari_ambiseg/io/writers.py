@@ -16,7 +16,7 @@ fix it; a later save of the same file with a known geometry removes that note.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -151,19 +151,26 @@ def _prepare(data: Any, reference: MedicalImage | dict[str, Any] | None,
 
 def write_labels(labels: np.ndarray, path: str | os.PathLike,
                  reference: MedicalImage | dict[str, Any] | None = None, *,
-                 from_model: bool = False) -> list[str]:
+                 from_model: bool = False, provenance: Mapping[str, Any] | None = None) -> list[str]:
     """Write labels; ``.dcm`` gives DICOM-SEG, the other extensions a volume marked as labels
     (NIfTI intent LABEL, ``ambiseg_kind`` = ``"labels"``). Returns the written paths (plus the
     geometry note when the reference is assumed).
 
     Labels have the reference image's shape (without colour channel), or are its slab from
     ``reference["z0"]``; they are written on the source file's grid with its spacing, origin
-    and direction. ``from_model``: DICOM-SEG segments are SEMIAUTOMATIC with the algorithm
-    identification (labels adopted from AmbiSeg samples). Writes are atomic.
+    and direction. DICOM-SEG only: ``provenance`` (the layer's metadata) says per label value
+    whether the model made it (adopted, or adopted then edited: SEMIAUTOMATIC, named after
+    what was adopted) or not (MANUAL), see :mod:`napari_ambiseg.provenance`; values it knows
+    nothing about are SEMIAUTOMATIC with ``from_model``, else MANUAL. Writes are atomic.
     """
-    labels, ref = _prepare(labels, reference)
     if _is_dcm(path):
-        return write_dicom_seg(labels, path, ref, from_model=from_model)
+        from ..provenance import origins
+
+        read_back = {METADATA_KEY: as_reference(reference, np.shape(labels))}  # a SEG read back
+        known = origins(labels, provenance if provenance is not None else read_back)
+        labels, ref = _prepare(labels, reference)
+        return write_dicom_seg(labels, path, ref, from_model=from_model, origins=known)
+    labels, ref = _prepare(labels, reference)
     return write_labels_volume(labels, path, ref) + _note(path, ref)
 
 

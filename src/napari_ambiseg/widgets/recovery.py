@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ import numpy as np
 from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import QApplication, QFrame, QHBoxLayout, QLabel, QMessageBox, QPushButton, QVBoxLayout, QWidget
 
+from .. import provenance as P
 from .. import recovery as R
 
 INTERVAL_MS = 30_000  # painting since the last snapshot is what a crash can lose
@@ -76,6 +77,7 @@ class _Tracked:
     layer: Any
     key: str
     dirty: bool = False
+    painted: set[int] = field(default_factory=set)  # brush values of its paint events
 
 
 class RecoveryController(QObject):
@@ -148,6 +150,8 @@ class RecoveryController(QObject):
         tracked = self._tracked.get(_key(event.source))
         if tracked is not None:
             tracked.dirty = True
+            if event.type == "paint":  # a stroke (or an adoption's write) with the brush's label
+                tracked.painted.add(int(tracked.layer.selected_label))
 
     def tick(self) -> None:
         """Timer: snapshot the protected layers changed since their last snapshot."""
@@ -224,9 +228,33 @@ def controller(viewer) -> RecoveryController:
     return c
 
 
-def protect(viewer, layer) -> bool:
-    """Snapshot `layer` now and on a timer while it changes. Never raises: a failure is a
-    warning notification (the labels stay in the viewer) and returns False."""
+def note_adoption(layer, painted=()) -> None:
+    """Record which label value an adoption just wrote and what it held
+    (``metadata["ambiseg_segments"]``, :mod:`napari_ambiseg.provenance`), so a save can tell
+    untouched model outlines from edited and hand-painted labels. `painted`: label values
+    brushed on the layer by hand (the protected layers' paint events tell)."""
+    if getattr(layer, "multiscale", False):
+        return
+    segments = P.record_adoption(layer.metadata, layer.data, painted)
+    if segments is not None:
+        layer.metadata = {**layer.metadata, P.KEY: segments}
+
+
+def protect(viewer, layer, adopted: bool = True) -> bool:
+    """Snapshot `layer` now and on a timer while it changes, after recording what an
+    adoption wrote into it (:func:`note_adoption`; protect runs after every adopt; a layer
+    restored after a crash passes ``adopted=False``: its voxels may be edits). Never raises:
+    a failure is a warning notification (the labels stay in the viewer) and returns False."""
+    try:
+        if adopted:
+            known = _CONTROLLERS.get(_key(viewer))
+            tracked = known._tracked.get(_key(layer)) if known is not None else None
+            note_adoption(layer, tracked.painted if tracked is not None else ())
+    except Exception as e:  # noqa: BLE001 - an adopt must not fail over its bookkeeping
+        from napari.utils.notifications import show_warning
+
+        show_warning(f"What was adopted into '{layer.name}' could not be recorded ({e}); "
+                     "a DICOM-SEG of it will mark every label as adopted.")
     try:
         controller(viewer).protect(layer)
         return True
@@ -266,7 +294,7 @@ class Offers(QObject):
 
         layer_data, problems = R.restore(orphan)
         layers = [viewer.add_layer(Layer.create(*d)) for d in layer_data]
-        if all([protect(viewer, layer) for layer in layers]):
+        if all([protect(viewer, layer, adopted=False) for layer in layers]):
             R.discard(orphan, only_restored=True)
         self.sessions = R.orphaned_sessions(self.root)
         names = ", ".join(f"'{la.name}'" for la in layers)
