@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+import numpy as np
+
 from napari_ambiseg import _sample_data as sd
 from napari_ambiseg.config import ModelConfig, Scope
 from napari_ambiseg.scope import layer_scope_warnings, scope_text, scope_warnings
@@ -39,7 +41,7 @@ def test_each_reason_is_named():
 
 def test_real_files_against_the_bundled_model():
     cfg, _ = load_config(bundled_weights_path())
-    for ref, rgb in _image_refs(sd.ct_small()) + _image_refs(sd.lidc_clear()):
+    for ref, rgb in _image_refs(sd.lidc_clear()):  # CT_small: see the lung test below
         assert layer_scope_warnings(cfg, ref, rgb) == [], ref.get("source")
     us = [layer_scope_warnings(cfg, ref, rgb) for ref, rgb in _image_refs(sd.us1())]
     assert any("colour (RGB)" in w for w in us[0]) and all(
@@ -62,3 +64,37 @@ def test_model_card_states_the_scope_in_the_configs_words():
     card = (Path(__file__).parents[1] / "docs" / "model_card.md").read_text()
     assert cfg.scope.description() in card
     assert ModelConfig().scope.modality == "CT" and ModelConfig().scope.task == ""
+
+
+# ------------------------------------------------------------------ lung or not (issue 27.9)
+def _chest_slice(shape=(256, 256)) -> np.ndarray:
+    """HU of an axial chest slice at 0.7 mm: air around a body, two lungs inside it."""
+    y, x = np.indices(shape, dtype=float)
+    cy, cx = shape[0] / 2, shape[1] / 2
+    hu = np.full(shape, -1000.0)
+    hu[((y - cy) / 100) ** 2 + ((x - cx) / 120) ** 2 <= 1] = 40.0  # body
+    for side in (-1, 1):  # lungs: 80 x 160 px ellipses, about 49 cm^2 each (a child's chest)
+        hu[((y - cy) / 80) ** 2 + ((x - cx - side * 60) / 40) ** 2 <= 1] = -850.0
+    noise = np.random.default_rng(0).normal(0, 25, shape)
+    return (hu + noise).astype(np.int16)
+
+
+def test_a_ct_without_lung_is_outside_a_lung_model(tmp_path):
+    from napari_ambiseg.io import read_image
+    from napari_ambiseg.io.synthetic import write_ct_series
+    from napari_ambiseg.scope import LUNG_MIN_CM2, lung_area_cm2
+
+    cfg, _ = load_config(bundled_weights_path())
+    [(ref, rgb)] = _image_refs(sd.ct_small())  # a spine at chest level: lung only at two corners
+    [why] = layer_scope_warnings(cfg, ref, rgb)
+    assert re.search(r"little lung .* 8 cm\^2 .*CT lung nodules", why)
+    chest = np.stack([_chest_slice()] * 3)
+    write_ct_series(tmp_path / "chest", shape=chest.shape, spacing=(2.5, 0.7, 0.7),
+                    volume=(chest + 1024).astype(np.int16))  # stored = HU + 1024
+    [ct] = read_image(tmp_path / "chest")
+    assert lung_area_cm2(ct.data, ct.spacing) > 2 * LUNG_MIN_CM2
+    assert layer_scope_warnings(cfg, ct.reference()) == []  # read from the source files
+    belly = np.where(chest < -900, chest, 40).astype(np.int16)  # the same body, no lung
+    assert "little lung" in layer_scope_warnings(cfg, ct.reference(), data=belly)[0]
+    assert scope_warnings(LIDC, "CT", lung_cm2=3.0) and not scope_warnings(LIDC, "CT", lung_cm2=40)
+    assert scope_warnings(Scope(modality="CT"), "CT", lung_cm2=3.0) == []  # no lung task

@@ -34,13 +34,15 @@ def test_warning_follows_the_chosen_image(make_napari_viewer):
     assert "Outside the model's scope" in text and "colour (RGB)" in text
     assert "ultrasound" in text and "CT lung nodules" in text
     assert not shown(w.window)  # HU window presets: CT only
-    w.image.set_value(ct)
-    assert not shown(w.scope_warning) and shown(w.window)
+    w.image.set_value(ct)  # CT_small: a spine at chest level, hardly any lung (issue 27.9)
+    assert shown(w.scope_warning) and shown(w.window)
+    assert "little lung" in w.scope_warning.text() and "CT lung nodules" in w.scope_warning.text()
     mr = add(viewer, sd.mr_small())
     w.image.set_value(mr)
     assert "an MR image" in w.scope_warning.text() and shown(w.scope_warning)
     viewer.layers.remove(mr)  # the choice moves on, and the warning with it
-    assert w.image.value() is not mr and (w.image.value() is ct) == (not shown(w.scope_warning))
+    assert w.image.value() is not mr and shown(w.scope_warning)  # CT_small, or US (gray)
+    assert ("little lung" in w.scope_warning.text()) == (w.image.value() is ct)
 
 
 def test_lidc_crops_hide_the_ct_window_and_are_in_scope(make_napari_viewer):
