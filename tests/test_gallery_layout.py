@@ -9,7 +9,7 @@ from qtpy.QtCore import QPoint
 from qtpy.QtWidgets import QApplication
 
 from napari_ambiseg.testing import ScriptedSegmenter
-from napari_ambiseg.widgets.gallery import COLUMNS, rows_height
+from napari_ambiseg.widgets.gallery import rows_height
 
 pytestmark = pytest.mark.gui
 
@@ -42,7 +42,9 @@ def test_gallery_shows_two_rows_beside_the_sampling_dock(make_napari_viewer, qtb
     view = gallery.scroll.viewport()
     assert view.height() >= rows_height(2)
     # the first thumbnail of the second row is entirely in view
-    second_row = gallery.buttons[gallery.current()[1]["modes"][0][COLUMNS]]  # mode 1: 9
+    columns = gallery.thumbs[0].columns  # mode 1: 9, in rows as wide as the dock
+    assert columns >= 4
+    second_row = gallery.buttons[gallery.current()[1]["modes"][0][columns]]
     bottom = second_row.mapTo(view, QPoint(0, second_row.height())).y()
     assert 0 < bottom <= view.height()
 
@@ -60,3 +62,30 @@ def test_readers_row_and_a_row_of_mode_1_fit_on_the_lidc_sample(make_napari_view
     # the sampling dock keeps all its controls: its Sample button is on screen
     button = sampler.run_button
     assert button.visibleRegion().boundingRect().height() == button.height()
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1500, 1000), (1920, 1080)])
+def test_no_thumbnail_is_squashed_in_the_demo_layout(make_napari_viewer, qtbot, size):
+    """Issue 23.4: the demo's docks on the LIDC nodule, mode 1 of twelve samples: every
+    thumbnail keeps its full size (>= 64 px, its icon and caption) at common window sizes;
+    rows wrap or scroll instead of shrinking."""
+    from napari_ambiseg.widgets import demo
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(*size)
+    image, _ = demo.add_demo_layers(viewer)
+    _, gallery = demo.sample_demo_point(viewer, image, ScriptedSegmenter(groups=(12, 3, 1)),
+                                        "scripted", n=16, steps=1)
+    for _ in range(10):
+        QApplication.processEvents()
+    window = viewer.window._qt_window
+    assert (window.width(), window.height()) == size  # the docks' minimum heights fit it
+    buttons = gallery.reader_buttons + list(gallery.buttons.values())
+    assert len(gallery.buttons) == 16 and len(gallery.reader_buttons) == 4
+    for b in buttons:
+        assert min(b.width(), b.height()) >= 64, (b.text(), b.size())
+        hint = b.sizeHint()
+        assert b.width() >= hint.width() and b.height() >= hint.height(), (b.text(), b.size())
+    view = gallery.scroll.viewport()
+    for b in buttons:  # no row runs off the side: a thumbnail's right edge is in view
+        assert b.mapTo(view, QPoint(b.width(), 0)).x() <= view.width(), b.text()

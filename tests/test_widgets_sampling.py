@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import threading
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from evident import Evident
 
 from napari_ambiseg.errors import Cancelled, WeightsError
 from napari_ambiseg.testing import ScriptedSegmenter, tiny_config, tiny_segmenter
@@ -376,26 +376,6 @@ def test_a_refused_request_replaces_the_last_runs_status(make_napari_viewer, qtb
     viewer.layers.remove(src)
     viewer.layers.remove(empty)
     assert w.run() is None and w.status.text().startswith("Not started: Open an image first")
-
-
-class Evident(ScriptedSegmenter):
-    """The scripted masks with an existence head's answer: p of each slice of a volume (of
-    the plane: `p[0]`); records whether each plane was drawn given a finding."""
-
-    model = SimpleNamespace(existence=object())  # what the core checks for a head
-
-    def __init__(self, p):
-        super().__init__()
-        self.p, self.given = list(p), []
-
-    def finding_probabilities(self, volume, zs, prompts, spacing=None, modality="auto"):
-        return np.array([self.p[z] for z in zs])
-
-    def sample(self, image, *args, given_finding=True, **kwargs):
-        self.given.append(given_finding)
-        r = super().sample(image, *args, **kwargs)
-        r.finding_probability, r.conditional = self.p[0], given_finding
-        return r
 
 
 def test_two_answers_given_a_finding_unless_the_benchmark_distribution_is_asked(

@@ -193,7 +193,6 @@ def sample_demo_point(viewer, image, segmenter, name: str, n: int | None = None,
     point = viewer.add_points([where], name="prompt", size=2, face_color="cyan",
                               symbol="cross", **geometry(image))
     sampler, gallery = add_docks(viewer)
-    gallery.setMinimumHeight(420)
     sampler.set_segmenter(segmenter, name)
     if n is not None:
         sampler.n.setValue(n)

@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 from ..compare import compare_readers, report_text
 from ..layer_contract import READERS_KEY, base_data, layer_record, on_grid
 from ..modes import SPECK_PX, empty_or_speck, mode_names, no_finding
-from ..result import consensus
+from ..result import FINDING_TOOLTIP, consensus, finding_text
 from . import layers as L
 from ._qt import LayerChoice, notify_error
 from .recovery import RecoveryBanner, protect
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 THUMB = 80
 READER_THUMB = 64  # the readers' row: smaller, with two-line captions
 SPACING = 6  # between thumbnails
-GROWN_HEIGHT = 620  # dock height asked for once docked (readers' row + two rows of a mode)
+GROWN_HEIGHT = 620  # height asked for (readers' row + two rows of a mode)
 
 
 def _thumb_button(size: int = THUMB) -> QToolButton:
@@ -120,11 +120,14 @@ class GalleryWidget(QWidget):
         self.headers: list[QLabel] = []
         self.names: list[str] = []  # by rank: "mode 1", "no finding", ... (`modes.mode_names`)
         self.thumbs: list[Thumbs] = []  # the readers' row and each mode's thumbnails
+        self._grown = False  # the dock asked once for room (`_grow_once`)
         self.adopt_buttons: dict[int, QPushButton] = {}  # by mode rank; none for no finding
+        self.answer = QLabel("")  # the first answer: would experts mark a finding here?
+        self.answer.setWordWrap(True)
+        self.answer.setToolTip(FINDING_TOOLTIP)
         self.notes = QLabel("")  # what the mode list merged (specks)
         self.notes.setWordWrap(True)
         self._watched = None  # the samples layer whose data changes trigger a refresh
-        self._grown = False  # the dock asked once for room (showEvent)
         self._group = QButtonGroup(self)
         self._group.setExclusive(True)
 
@@ -156,7 +159,8 @@ class GalleryWidget(QWidget):
         scroll.setWidget(self._content)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # rows wrap
         scroll.viewport().installEventFilter(self)  # re-flow the rows to its width
-        scroll.setMinimumHeight(rows_height(2) + 2 * scroll.frameWidth())  # fits beside the sampling dock: 2 rows seen
+        # a row seen beside the sampling dock on a 1280 x 800 screen; more asked (_grow_once)
+        scroll.setMinimumHeight(rows_height(1) + 2 * scroll.frameWidth())
 
         top = QFormLayout()
         top.addRow("Result", self.result)
@@ -178,6 +182,7 @@ class GalleryWidget(QWidget):
         box = QVBoxLayout(self)
         box.addWidget(RecoveryBanner(self.viewer))  # restore offer after a crash
         box.addLayout(top)
+        box.addWidget(self.answer)
         box.addWidget(self.notes)
         box.addWidget(scroll, 1)
         box.addLayout(adopt)
@@ -191,10 +196,14 @@ class GalleryWidget(QWidget):
         self.refresh()
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt
-        """Once docked, take room from the docks stacked with it (down to their minimum) so
-        that the readers' row and two rows of a mode show without resizing by hand."""
         super().showEvent(event)
-        if not self._grown:
+        self._grow_once()
+
+    def _grow_once(self) -> None:
+        """Once docked with a result to show, take room from the docks stacked with it (down to
+        their minimum) so that the readers' row and two rows of a mode show without resizing
+        by hand. (Asked when the window is laid out: a dock just added has no height yet.)"""
+        if not self._grown and self.current() is not None and self.isVisible():
             self._grown = True
             from qtpy.QtCore import QTimer
 
@@ -227,8 +236,13 @@ class GalleryWidget(QWidget):
         window = dock.parentWidget()
         while window is not None and not isinstance(window, QMainWindow):
             window = window.parentWidget()
-        if window is not None and dock.height() < GROWN_HEIGHT:
-            window.resizeDocks([dock], [GROWN_HEIGHT], Qt.Orientation.Vertical)
+        if window is None or dock.height() >= GROWN_HEIGHT:
+            return
+        area = window.dockWidgetArea(dock)  # its neighbours down to their minimum, if need be
+        docks = [d for d in window.findChildren(QDockWidget) if d.isVisible()
+                 and not d.isFloating() and window.dockWidgetArea(d) == area]
+        window.resizeDocks(docks, [GROWN_HEIGHT if d is dock else d.minimumSizeHint().height()
+                                   for d in docks], Qt.Orientation.Vertical)
 
     # ------------------------------------------------------------------ content
     def _on_inserted(self, event) -> None:
@@ -268,6 +282,7 @@ class GalleryWidget(QWidget):
         self.selected, self.adopt_buttons, self.reader_buttons, self.comparison = None, {}, [], None
         self.notes.setText("")
         self.notes.setVisible(False)
+        self.answer.setVisible(False)
         self.status.setText("")  # the last action's line belonged to the previous result
         cur = self.current()
         self._watch(None if cur is None else cur[0])
@@ -283,6 +298,7 @@ class GalleryWidget(QWidget):
                                                   "these samples is no longer open."))
             return
         n, modes = int(info["n"]), info["modes"]
+        self._show_answer(info)
         plane, masks, clim = self._planes(samples, info, source)
         box = crop_box(info["bounds"], plane.shape[:2])
         all_masks = L.sample_masks(samples)
@@ -307,8 +323,19 @@ class GalleryWidget(QWidget):
         self.notes.setVisible(bool(notes))
         self._content_layout.addStretch(1)
         self._flow()
+        self._grow_once()
         self.select(modes[0][0], show=False)
         self.status.setText(f"{n} samples of '{source.name}': click a thumbnail to show it.")
+
+    def _show_answer(self, info: dict) -> None:
+        """The header's first answer: the finding probability (for a slab, on the slice the
+        thumbnails show, where sampling started); the modes below are the second."""
+        p, start = info["finding_probability"], info["start"]
+        text = finding_text(p, info["conditional"])
+        if p is not None and start is not None:
+            text = f"on slice {start}, {text}"
+        self.answer.setText(f"<b>{text[:1].upper()}{text[1:]}</b>")
+        self.answer.setVisible(True)
 
     def readers_stack(self, source, info):
         """(readers layer, (R, ...) masks on the result's grid: the plane, or the sampled
