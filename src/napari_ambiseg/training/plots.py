@@ -5,6 +5,7 @@ plot."""
 from __future__ import annotations
 
 import io
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ def draw_loss(ax, steps: np.ndarray, raw: np.ndarray) -> dict[str, Any]:
     (raw_line,) = ax.plot(steps, raw, lw=0.7, alpha=0.3, color="tab:blue",
                           label="loss (window means)")
     (smooth_line,) = ax.plot(steps, smooth, lw=1.8, color="tab:blue",
-                             label=f"smoothed: {SMOOTHING}")
+                             label=textwrap.fill(f"smoothed: {SMOOTHING}", 28))
     (spikes,) = ax.plot([], [], "^", ms=4, alpha=0.5, color="tab:blue", clip_on=False,
                         label="_spikes")
     spikes.set_in_layout(False)  # unclipped: its empty bbox at (0, 0) would squeeze the axes

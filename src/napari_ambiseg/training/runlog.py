@@ -3,20 +3,22 @@
 The loss of the LIDC recipe (x-prediction, SNR+1 weighting) has rare huge spikes (a batch
 with a near-clean time step and a wrong pixel): a window mean can jump from 0.03 to 10^4.
 Curves (training/plots.py) plot the window means faint and, over them, `robust_smooth` of
-those same points (a running median of SMOOTH_WINDOW points, then an exponential moving
-average in log space: `SMOOTHING` says so in the legend), on a log axis whose limits ignore
-the top and bottom 1% (`robust_limits`; spikes above are marked). Each row also keeps the
-window's median (the loss is right-skewed, so it lies below the mean: not what is plotted).
+those same points (a centred running median of SMOOTH_WINDOW points, then a local linear fit
+in log space: `SMOOTHING` says so in the legend), on a log axis whose limits ignore the top
+and bottom 1% (`robust_limits`; spikes above are marked). Each row also keeps the window's
+median (the loss is right-skewed, so the median lies below the mean: not what is plotted).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 LOG_FIELDS = ["step", "time_s", "loss", "kl", "lr", "val_ged", "val_hm_iou", "loss_median", "bce"]
 
@@ -88,25 +90,40 @@ def truncate_log(path: Path, step: int) -> None:
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
-SMOOTH_WINDOW, SMOOTH_ALPHA = 7, 0.15
-SMOOTHING = f"median of {SMOOTH_WINDOW} points, then EMA"  # what the smoothed curve is
+SMOOTH_WINDOW, SMOOTH_SPAN = 7, 10
+# what the smoothed curve is, for a legend
+SMOOTHING = f"median of {SMOOTH_WINDOW}, local linear fit over {2 * SMOOTH_SPAN + 1}"
 
 
 def robust_smooth(values: np.ndarray, window: int = SMOOTH_WINDOW,
-                  alpha: float = SMOOTH_ALPHA) -> np.ndarray:
-    """Running median over the last `window` values, then an EMA (weight `alpha` on the new
-    value) of its logarithm: one spike, however large, moves the curve not at all."""
+                  span: int = SMOOTH_SPAN) -> np.ndarray:
+    """A smoothing of `values` themselves, centred on each: the running median of the
+    `window` values around it (fewer at the ends), then, in log space, a local linear fit
+    over the 2 * `span` + 1 medians around it (tricube weights; one-sided at the ends, where
+    the line carries the trend: a falling loss is not drawn late, hence above its points, nor
+    a short run's first points flattened). One spike, however large, moves the curve not at
+    all, also at the ends."""
     v = np.asarray(values, dtype=float)
     if v.size == 0:
         return v
-    med = np.array([np.nanmedian(v[max(0, i - window + 1):i + 1]) for i in range(v.size)])
-    logs = np.log(np.maximum(med, 1e-12))
-    out = np.empty_like(logs)
-    acc = logs[0]
-    for i, x in enumerate(logs):
-        acc = acc + alpha * (x - acc) if np.isfinite(x) else acc
-        out[i] = acc
-    return np.exp(out)
+    h = window // 2
+    with warnings.catch_warnings():  # a window of NaN only: its median is NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(sliding_window_view(np.pad(v, h, constant_values=np.nan), 2 * h + 1),
+                           axis=1)
+    y = sliding_window_view(np.pad(np.log(np.maximum(med, 1e-12)), span,
+                                   constant_values=np.nan), 2 * span + 1)
+    d = np.arange(-span, span + 1, dtype=float)
+    ok = np.isfinite(y)
+    w = np.where(ok, (1 - (np.abs(d) / (span + 1)) ** 3) ** 3, 0.0)
+    y = np.where(ok, y, 0.0)
+    s0, s1, s2 = w.sum(1), (w * d).sum(1), (w * d * d).sum(1)
+    t0, t1 = (w * y).sum(1), (w * d * y).sum(1)
+    det = s0 * s2 - s1 ** 2
+    line = det > 1e-9 * s0 * s2  # two points or more: the line's value here, else the mean
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fit = np.where(line, (s2 * t0 - s1 * t1) / np.where(line, det, 1.0), t0 / s0)
+    return np.exp(fit)
 
 
 def robust_limits(raw: np.ndarray, smooth: np.ndarray) -> tuple[float, float] | None:

@@ -419,8 +419,8 @@ class TrainingWidget(QWidget):
         elif isinstance(e, ev.ValProgress):
             self._running_step = None
             eta = ("ETA after the first cases" if e.eta_s is None else f"ETA {_eta(e.eta_s)}")
-            self._say(f"Validating at iteration {e.step:,}: {int(e.done):,} / {e.count:,} cases "
-                      f"({100 * e.done / max(e.count, 1):.0f}%) - {eta}")
+            self._say(f"Validating at iteration {e.step:,}: {100 * e.done / max(e.count, 1):.0f}% "
+                      f"of {e.count:,} cases - {eta}")
         elif isinstance(e, ev.Val):
             self._say(f"validation at {e.step:,}: GED {e.val['ged']:.4f}, "
                       f"HM-IoU {e.val.get('hm_iou', float('nan')):.4f}")
@@ -453,11 +453,11 @@ class TrainingWidget(QWidget):
             text = (f"Stopped {e.where}: the checkpoint of iteration {e.step:,} is saved in "
                     f"{self._run.root}; Start with Resume continues.")
         elif isinstance(exc, Cancelled):
-            text = f"Stopped: {exc}."
+            text = f"Stopped: {exc}"
         else:
             text = f"Failed: {error_text(exc)}"
             notify_error(exc)
-        self._say(f"{text} {self._loadable()}")
+        self._say(f"{text.rstrip('.')}. {self._loadable()}")
         self.finished.emit(exc)
 
     def _run_weights(self) -> Path | None:
