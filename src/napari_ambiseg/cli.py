@@ -327,6 +327,15 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_triage(args) -> int:
+    from .triage.run import Settings, triage
+
+    return triage(Settings(input=args.input, out=args.out, prompts=args.prompts, n=args.n,
+                           steps=args.steps, seed=args.seed, weights=args.weights,
+                           device=args.device, limit=args.limit,
+                           given_finding=not args.unconditional))
+
+
 def cmd_demo(args) -> int:
     from .widgets.demo import run_demo
 
@@ -409,6 +418,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a log.csv row (mean and median loss) every this many iterations "
                    "(default 20)")
     t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("triage", help="sample every case of a folder or .npz once and rank "
+                       "them by expert disagreement (torchrun shards the cases)")
+    r.add_argument("input", help="folder of cases (DICOM series folders, NIfTI / MHA / NRRD "
+                   "volumes, images) or a multi-rater .npz")
+    r.add_argument("--out", required=True, help="the run folder (docs/triage.md); an existing "
+                   "run with the same settings is resumed")
+    r.add_argument("--prompts", default=None, metavar="CSV",
+                   help="case, z, y, x (a point) or z0, y0, x0, z1, y1, x1 (a box), in voxels "
+                   "or (units = mm, x_mm ...) in mm of the source; default: each case's centre")
+    r.add_argument("--n", type=int, default=None, help="samples (default: the model's)")
+    r.add_argument("--steps", type=int, default=None, help="default: the model's")
+    r.add_argument("--seed", type=int, default=0, help="prompt i is sampled with seed + i")
+    r.add_argument("--weights", default=None, help="default: bundled LIDC model")
+    r.add_argument("--device", default="auto")
+    r.add_argument("--limit", type=int, default=None, metavar="K",
+                   help="the first K cases only (a later run with more continues the run)")
+    r.add_argument("--unconditional", action="store_true",
+                   help="draw the benchmark distribution, 'no finding' samples included "
+                   "(default: samples given a finding, and the probability of one)")
+    r.set_defaults(func=cmd_triage)
 
     d = sub.add_parser("demo", help="open napari on a real CT and show the sampler's output")
     d.add_argument("--screenshot", default=None, help="run headless and save the window here")
