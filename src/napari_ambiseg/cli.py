@@ -428,7 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--prompts", default=None, metavar="CSV",
                    help="case, z, y, x (a point) or z0, y0, x0, z1, y1, x1 (a box), in voxels "
                    "or (units = mm, x_mm ...) in mm of the source; default: each case's centre")
-    r.add_argument("--n", type=int, default=None, help="samples (default: the model's)")
+    r.add_argument("--n", "--samples", dest="n", type=int, default=None,
+                   help="samples (default: the model's); under torchrun write --samples "
+                   "(torchrun takes --n for its own --nnodes / --nproc-per-node)")
     r.add_argument("--steps", type=int, default=None, help="default: the model's")
     r.add_argument("--seed", type=int, default=0, help="prompt i is sampled with seed + i")
     r.add_argument("--weights", default=None, help="default: bundled LIDC model")

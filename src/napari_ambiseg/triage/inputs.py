@@ -175,9 +175,9 @@ def read_prompts(path: str | os.PathLike, cases: list[Case]) -> list[PromptSpec]
     sets = {"z, y, x": POINT, "z0, y0, x0, z1, y1, x1": BOX, "x_mm, y_mm, z_mm": POINT_MM,
             "x0_mm, y0_mm, z0_mm, x1_mm, y1_mm, z1_mm": BOX_MM}
     if "case" not in header or not any(set(cols) <= set(header) for cols in sets.values()):
-        missing = "'case' and " if "case" not in header else ""
-        raise InputError(f"{p.name} needs the columns {missing}one of: "
-                         f"{'; '.join(sets)} (has: {', '.join(h for h in header if h) or 'none'})")
+        missing = "a column 'case' and " if "case" not in header else ""
+        raise InputError(f"{p.name} needs {missing}the columns of a point or a box: "
+                         f"{' | '.join(sets)} (it has: {', '.join(h for h in header if h) or 'none'})")
     if not rows:
         raise InputError(f"{p.name} has no prompts (no rows below its header)")
     names = {c.name for c in cases}
