@@ -66,7 +66,13 @@ def test_short_run_plots_and_loads_into_sampler(make_napari_viewer, qtbot, tmp_p
     assert sampler.segmenter().cfg.crop_size == 32  # the trained tiny model loads
 
 
-def test_cancel_leaves_a_resumable_checkpoint(make_napari_viewer, qtbot, tmp_path):
+def test_cancel_leaves_a_resumable_checkpoint_and_weights_to_try(make_napari_viewer, qtbot,
+                                                                   tmp_path):
+    """Cancel before any validation (#27.3): the checkpoint resumes, and its weights
+    (last.safetensors, with their config) load into the sampler at once; the status line says
+    which file it loads."""
+    from napari_ambiseg.weights_io import load_weights
+
     viewer = make_napari_viewer()
     w = dock(viewer, tmp_path, iterations=100_000)
     w.val_data.setText("")
@@ -78,6 +84,15 @@ def test_cancel_leaves_a_resumable_checkpoint(make_napari_viewer, qtbot, tmp_pat
     qtbot.waitUntil(lambda: w.worker is None, timeout=10_000)
     assert (tmp_path / "run" / "checkpoint.pt").is_file()
     assert "Resume" in w.status.text()
+    last = tmp_path / "run" / "last.safetensors"
+    assert w.weights_path == last and w.load_button.isEnabled()
+    assert "Load into sampler loads last.safetensors (iteration" in w.status.text()
+    _, cfg, info = load_weights(last)
+    assert cfg.crop_size == 32 and info["step"] >= 2
+    w.load_button.click()
+    sampler = next(x for x in viewer.window.dock_widgets.values()
+                   if isinstance(x, SamplingWidget))
+    assert sampler.weights.text() == str(last)
     stopped_at = w.plot.loss[-1][0]
 
     w.iterations.setValue(stopped_at + 1)
@@ -222,31 +237,6 @@ def test_closing_the_viewer_ends_the_training_process(make_napari_viewer, qtbot)
 
 
 # ---------------------------------------------------------------------------- #27.3: what loads
-def test_cancel_leaves_weights_that_load_into_the_sampler(make_napari_viewer, qtbot, tmp_path):
-    """Cancel before any validation: the checkpoint's weights (last.safetensors, with their
-    config) are loadable, the button is enabled and the status line says which file it loads."""
-    from napari_ambiseg.weights_io import load_weights
-
-    viewer = make_napari_viewer()
-    w = dock(viewer, tmp_path, iterations=100_000)
-    w.val_data.setText("")
-    with qtbot.waitSignal(w.finished, timeout=120_000) as blocker:
-        w.start()
-        qtbot.waitUntil(lambda: len(w.plot.loss) >= 2, timeout=60_000)
-        w.cancel_button.click()
-    assert isinstance(blocker.args[0], Cancelled)
-    qtbot.waitUntil(lambda: w.worker is None, timeout=10_000)
-    last = tmp_path / "run" / "last.safetensors"
-    assert w.weights_path == last and w.load_button.isEnabled()
-    assert "Load into sampler" in w.status.text() and "last.safetensors" in w.status.text()
-    model, cfg, info = load_weights(last)
-    assert cfg.crop_size == 32 and info["step"] >= 2
-    w.load_button.click()
-    sampler = next(x for x in viewer.window.dock_widgets.values()
-                   if isinstance(x, SamplingWidget))
-    assert sampler.weights.text() == str(last)
-
-
 def test_cancel_before_the_first_iteration_says_nothing_is_loadable(make_napari_viewer, qtbot,
                                                                      tmp_path):
     viewer = make_napari_viewer()
