@@ -86,3 +86,48 @@ def test_summary_of_a_group_and_its_text():
     assert flat["text"] == f"2.2 mm^2, {1.5 * math.sqrt(2):.1f} mm"
     assert summarize_sizes([measure(np.zeros((3, 3), bool))])["text"] == "no finding"
     assert summarize_sizes([measure(np.ones((2, 3, 3), bool))])["text"].startswith("18 voxels")
+
+
+def test_specks_do_not_count_toward_the_size():
+    """Issue 27.9: a separate piece smaller than a 3 mm nodule (14.1 mm^3; in 2D a 3 mm disc,
+    7.1 mm^2; without spacing 10 voxels) is a speck: left out of volume, long axis and extent.
+    The largest piece always counts, however small."""
+    from napari_ambiseg.measure import SPECK_MM2, SPECK_MM3, SPECK_VOXELS
+
+    assert SPECK_MM3 == pytest.approx(4 / 3 * math.pi * 1.5**3) and SPECK_VOXELS == 10
+    assert SPECK_MM2 == pytest.approx(math.pi * 1.5**2)
+    spacing = (2.5, 0.7, 0.7)
+    nodule = ellipsoid_of_sphere(5.0, spacing, (12, 40, 40), (5, 20, 20))
+    alone = measure(nodule, spacing)
+    assert alone.specks == 0
+    mask = nodule.copy()
+    mask[0, 1, 1] = mask[11, 38, 2] = mask[11, 38, 3] = True  # 3 voxels = 3.7 mm^3, far off
+    size = measure(mask, spacing)
+    assert size.voxels == alone.voxels and size.specks == 3
+    assert size.volume_mm3 == pytest.approx(alone.volume_mm3)
+    assert size.diameter_mm == pytest.approx(alone.diameter_mm)
+    assert (size.slices, size.first_slice, size.extent_mm) == (alone.slices, alone.first_slice,
+                                                               alone.extent_mm)
+    # a second piece of a real size (2 x 4 x 4 voxels = 39 mm^3) counts
+    mask[9:11, 2:6, 30:34] = True
+    two = measure(mask, spacing)
+    assert two.voxels == alone.voxels + 32 and two.specks == 3
+    assert (two.first_slice, two.slices) == (alone.first_slice, 10 - alone.first_slice + 1)
+
+    # 2D with spacing: a 3 mm disc is 14.4 px at 0.7 mm
+    plane = nodule[5].copy()
+    plane[0:3, 0:4] = True  # 12 px = 5.9 mm^2: a speck
+    flat = measure(plane, spacing[1:])
+    assert flat.voxels == nodule[5].sum() and flat.specks == 12
+    plane[0:4, 0:4] = True  # 16 px = 7.8 mm^2: counts
+    assert measure(plane, spacing[1:]).specks == 0
+
+    # no spacing: pieces of fewer than 10 voxels
+    px = np.zeros((3, 20, 20), bool)
+    px[1, 5:10, 5:10] = True
+    px[0, 15:17, 15:19] = True  # 8 voxels
+    assert measure(px).voxels == 25 and measure(px).specks == 8
+    # a mask that is one speck keeps it: the largest piece is the sample's finding
+    tiny = np.zeros((3, 20, 20), bool)
+    tiny[1, 3, 3] = True
+    assert measure(tiny, spacing).voxels == 1 and not measure(tiny, spacing).empty
