@@ -579,7 +579,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *, resu
 
     Events to `callback` (`training.events`): Phase (model, data, training, validation: what
     it is doing), Resume, Progress (after the first iteration, then every PROGRESS_EVERY_S),
-    Step (a log row: loss = window mean, loss_median), Val, Cancelled, Done.
+    Step (a log row: loss = window mean, loss_median), ValProgress (a validation's cases done
+    and ETA), Val, Cancelled, Done.
 
     `should_stop()` is checked between iterations and, on one process, inside them (forward
     and backward) and inside validation: the run then writes a checkpoint of its last
