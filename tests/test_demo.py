@@ -56,6 +56,29 @@ def test_demo_samples_the_slice_where_the_readers_agree():
     assert ikw["metadata"]["ambiseg"]["source_info"]["role"] == demo.DEMO_SAMPLE == "clear"
 
 
+def test_the_demo_gives_the_two_answers(make_napari_viewer):
+    """Issue 23: with the bundled model, the demo's clear nodule shows outline modes only
+    (drawn given a finding) and its finding probability; the sample two of whose four readers
+    saw nothing gets a clearly lower one."""
+    from napari_ambiseg.segmenter import Segmenter
+    from napari_ambiseg.weights_io import bundled_weights_path
+
+    if not bundled_weights_path().is_file():
+        pytest.skip("no bundled weights")
+    seg = Segmenter.load(None, "cpu")
+    p = {}
+    for role in ("clear", "unseen"):
+        viewer = make_napari_viewer(show=True)
+        image, _ = demo.add_demo_layers(viewer, role)
+        sampler, gallery = demo.sample_demo_point(viewer, image, seg, "bundled LIDC model")
+        out = sampler.last_outputs
+        p[role] = out.finding_probability
+        assert out.conditional and f"here: {100 * p[role]:.0f}%" in gallery.answer.text()
+        if role == "clear":
+            assert all(name.startswith("mode ") for name in gallery.names)
+    assert p["clear"] >= p["unseen"] + 0.15
+
+
 def test_demo_without_weights_says_so_in_one_line(tmp_path):
     r = ambiseg("--screenshot", str(tmp_path / "x.png"), "--weights",
                 str(tmp_path / "missing.safetensors"), timeout=120)

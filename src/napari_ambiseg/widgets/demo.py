@@ -27,11 +27,12 @@ def _say(text: str) -> None:
     print(f"ambiseg demo: {text}", file=sys.stderr, flush=True)
 
 
-def demo_layers() -> list[tuple[Any, dict, str]]:
-    """The demo nodule as napari LayerData: the image stack, then the readers' outlines (C5)."""
+def demo_layers(role: str = DEMO_SAMPLE) -> list[tuple[Any, dict, str]]:
+    """A shipped LIDC nodule (the demo's by default) as napari LayerData: the image stack,
+    then the readers' outlines (C5)."""
     from .. import _sample_data
 
-    return _sample_data.read_npz(_sample_data.lidc_path(DEMO_SAMPLE))
+    return _sample_data.read_npz(_sample_data.lidc_path(role))
 
 
 def agreement_slice(readers: np.ndarray) -> int:
@@ -64,12 +65,14 @@ def readers_of(viewer, image):
     return None
 
 
-def add_demo_layers(viewer):
-    """Add the demo nodule and its readers' outlines; show the slice the demo samples.
-    Returns (image, readers)."""
+def add_demo_layers(viewer, role: str = DEMO_SAMPLE):
+    """Add a shipped nodule (the demo's by default) and its readers' outlines; show the slice
+    the demo samples. Returns (image, readers)."""
     from napari.layers import Layer
 
-    image, readers = (viewer.add_layer(Layer.create(*data)) for data in demo_layers())
+    from .sampling import go_to_slice
+
+    image, readers = (viewer.add_layer(Layer.create(*data)) for data in demo_layers(role))
     readers.contour = 1  # outlines: the nodule and the heatmap stay visible underneath
     readers.visible = False  # one reader per slider step: the outlines layer shows all four
     add_reader_outlines(viewer, readers)
@@ -97,12 +100,6 @@ def add_reader_outlines(viewer, readers):
         polygons, shape_type="polygon", edge_color=colors, face_color="transparent",
         edge_width=0.35, name=f"{readers.name} (all)",
         scale=readers.scale[1:], translate=readers.translate[1:], opacity=0.9)
-
-
-def go_to_slice(viewer, image, z: int) -> None:
-    """Move the viewer to slice z of a (Z, H, W) image layer."""
-    world_z = image.data_to_world((z, 0, 0))[0]
-    viewer.dims.set_point(viewer.dims.ndim - 3, world_z)
 
 
 HEADLESS_SCREENSHOT = "ambiseg-demo.png"
@@ -177,7 +174,7 @@ def sample_demo_point(viewer, image, segmenter, name: str, n: int | None = None,
     "follow": the whole finding from that slice). Raises RuntimeError if sampling cannot
     start or fails."""
     from .layers import geometry
-    from .sampling import SLICE_MODES
+    from .sampling import SLICE_MODES, go_to_slice
 
     readers = readers_of(viewer, image)
     if readers is not None:
@@ -232,7 +229,8 @@ def focus(viewer, image, zoom: float = 1.6) -> None:
         text = viewer.canvas.overlays.text if hasattr(viewer, "canvas") else viewer.text_overlay
         text.text = (f"outlines: {seen.sum()} of {len(seen)} LIDC readers ({names}){unseen}\n"
                      "heatmap: share of the samples")
-        text.visible, text.color, text.font_size, text.position = True, "white", 9, "top_left"
+        # bottom left: the agreement layer's colour bar takes the top
+        text.visible, text.color, text.font_size, text.position = True, "white", 9, "bottom_left"
 
 
 def run_demo(screenshot: str | None = None, weights: str | None = None, n: int | None = None,

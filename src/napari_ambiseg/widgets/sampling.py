@@ -475,7 +475,7 @@ def result_text(out: Outputs) -> str:
     """The dock's line after a run: where it sampled, the two answers (the finding
     probability, then the outline modes given a finding), e.g. "16 samples on slices 3-9 in
     2.1 s, started on slice 5, where the finding is most evident. Experts would outline a
-    finding here: 78%. 2 outline modes, the largest 12 of 16." """
+    finding here: 78%. 2 outline modes, the largest 12 of 16; no finding: 1 of 16." """
     where = ""
     if out.z0 is not None and out.masks.shape[1] == 1:
         where = f" on slice {out.z0}"
@@ -489,7 +489,8 @@ def result_text(out: Outputs) -> str:
     outlines = [m for m, empty in zip(out.modes, nothing) if not empty]
     modes = f"{len(outlines)} outline mode{'s' * (len(outlines) != 1)}"
     if outlines:
-        modes += f", the largest {len(outlines[0].members)} of {out.n}"
+        largest = "the largest " if len(outlines) > 1 else ""
+        modes += f", {largest}{len(outlines[0].members)} of {out.n}"
     empty = sum(len(m.members) for m, e in zip(out.modes, nothing) if e)
     if empty:
         modes += f"; {NO_FINDING}: {empty} of {out.n}"
