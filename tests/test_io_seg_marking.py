@@ -12,8 +12,6 @@ import numpy as np
 import pydicom
 import pytest
 
-from napari_ambiseg.io.synthetic import write_ct_series
-from napari_ambiseg.testing import ScriptedSegmenter
 from napari_ambiseg.widgets.gallery import GalleryWidget
 from napari_ambiseg.widgets.sampling import SamplingWidget
 
@@ -37,22 +35,11 @@ def _segments(viewer, layer, path) -> dict[int, tuple[str, str]]:
 
 
 def test_adopted_edited_and_hand_painted_labels(make_napari_viewer, qtbot, tmp_path):
-    from napari.layers import Image
+    from test_recovery_public_api import open_and_sample
 
-    write_ct_series(tmp_path / "series", shape=(5, 40, 40))
-    viewer = make_napari_viewer()
-    [src] = [la for la in viewer.open(str(tmp_path / "series"), plugin=PLUGIN)
-             if isinstance(la, Image)]
-    sampler, gallery = SamplingWidget(viewer), GalleryWidget(viewer)
-    sampler.set_segmenter(ScriptedSegmenter(), "scripted")
-    sampler.steps.setValue(2)
-    sampler.n.setValue(16)
-    sampler.image.set_value(src)
-    viewer.dims.set_point(0, src.data_to_world((2, 0, 0))[0])
-    with qtbot.waitSignal(sampler.done, timeout=30_000):
-        sampler.run()
-    assert sampler.last_error is None, sampler.last_error
-
+    viewer, src, _, gallery = open_and_sample(
+        make_napari_viewer, qtbot, tmp_path / "series",
+        lambda v: (SamplingWidget(v), GalleryWidget(v)))
     labels = gallery.adopt_mode(1)
     what = labels.metadata["ambiseg_adopted"]["what"]
     assert what.startswith("mode 1")

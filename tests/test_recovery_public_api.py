@@ -33,21 +33,16 @@ def _docks(viewer):
     return sampler, gallery
 
 
-def _snapshot(viewer, layer) -> np.ndarray:
-    c = W.controller(viewer)
-    c.flush()
-    [key] = [t.key for t in c._tracked.values() if t.layer is layer]
-    return R.read_snapshot(c.session.path(key)).data
+def open_and_sample(make_viewer, qtbot, folder, docks):
+    """A synthetic CT series opened with napari-ambiseg in a new viewer, sampled once (16
+    scripted samples) on slice 2 by the sampling dock of ``docks(viewer)``; returns the
+    viewer, the image layer, the sampling and the gallery dock."""
+    from napari.layers import Image
 
-
-def test_adopt_paint_undo_save_close_through_the_plugin_menu(make_napari_viewer, qtbot, tmp_path):
-    from napari.layers import Image, Labels
-
-    write_ct_series(tmp_path / "series", shape=(5, 40, 40))
-    viewer = make_napari_viewer()
-    [src] = [la for la in viewer.open(str(tmp_path / "series"), plugin=PLUGIN)
-             if isinstance(la, Image)]
-    sampler, gallery = _docks(viewer)
+    write_ct_series(folder, shape=(5, 40, 40))
+    viewer = make_viewer()
+    [src] = [la for la in viewer.open(str(folder), plugin=PLUGIN) if isinstance(la, Image)]
+    sampler, gallery = docks(viewer)
     sampler.set_segmenter(ScriptedSegmenter(), "scripted")
     sampler.steps.setValue(2)
     sampler.n.setValue(16)
@@ -56,7 +51,21 @@ def test_adopt_paint_undo_save_close_through_the_plugin_menu(make_napari_viewer,
     with qtbot.waitSignal(sampler.done, timeout=30_000):
         sampler.run()
     assert sampler.last_error is None, sampler.last_error
+    return viewer, src, sampler, gallery
 
+
+def _snapshot(viewer, layer) -> np.ndarray:
+    c = W.controller(viewer)
+    c.flush()
+    [key] = [t.key for t in c._tracked.values() if t.layer is layer]
+    return R.read_snapshot(c.session.path(key)).data
+
+
+def test_adopt_paint_undo_save_close_through_the_plugin_menu(make_napari_viewer, qtbot, tmp_path):
+    from napari.layers import Labels
+
+    viewer, _, sampler, gallery = open_and_sample(make_napari_viewer, qtbot,
+                                                  tmp_path / "series", _docks)
     adopted = gallery.adopt_mode(1)
     assert isinstance(adopted, Labels)
     c = W.controller(viewer)  # one recovery session per viewer, whichever dock asks
