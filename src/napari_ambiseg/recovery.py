@@ -128,11 +128,15 @@ def _box(data: np.ndarray) -> tuple[slice, ...]:
     """The smallest box holding every non-zero voxel (empty slices when there is none)."""
     if data.ndim == 0:
         return ()
-    box = []
-    for axis in range(data.ndim):
+    box = [slice(None)] * data.ndim
+    for axis in range(data.ndim):  # each axis within the box found so far: one full pass
         others = tuple(a for a in range(data.ndim) if a != axis)
-        hit = np.flatnonzero(data.any(axis=others) if others else data)
-        box.append(slice(int(hit[0]), int(hit[-1]) + 1) if hit.size else slice(0, 0))
+        part = data[tuple(box)]
+        hit = np.flatnonzero(part.any(axis=others) if others else part)
+        if not hit.size:
+            return tuple(slice(0, 0) for _ in range(data.ndim))
+        start = box[axis].start or 0
+        box[axis] = slice(start + int(hit[0]), start + int(hit[-1]) + 1)
     return tuple(box)
 
 
