@@ -1,6 +1,7 @@
 """Triage speed: cases per minute of `ambiseg triage` on the first N slices of the LIDC test
-set (the .npz input, each slice prompted at its centre), in one process and in two
-(`torchrun --nproc_per_node 2`), wall clock from the command's start to its worklist (Python
+set (the .npz input, each slice prompted at its centre), in one process (PyTorch's own
+thread count, and one thread) and in two (`torchrun --nproc_per_node 2`, cores / 2 threads
+each), wall clock from the command's start to its worklist (Python
 and PyTorch start, model load, sampling, thumbnails, merge and report). The two runs must
 give the same worklist.csv (prompt i is sampled with seed + i wherever it runs).
 
@@ -75,6 +76,9 @@ def main() -> None:
               env)
         s1 = timed([sys.executable, "-m", "napari_ambiseg.cli", *common, "--out", str(one)], env)
         rows.append((1, f"PyTorch's default ({cores} cores)", s1))
+        single = timed([sys.executable, "-m", "napari_ambiseg.cli", *common, "--out",
+                        str(Path(tmp) / "one_thread")], env | {"OMP_NUM_THREADS": "1"})
+        rows.append((1, "1", single))
         env2 = dict(os.environ) | {"OMP_NUM_THREADS": str(max(1, cores // 2))}
         s2 = timed([TORCHRUN, "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
                     "--master_port", str(free_port()), "-m", "napari_ambiseg.cli", *common,

@@ -250,3 +250,29 @@ def test_shards_give_the_same_worklist(setup, tmp_path):
         a, _ = wl.load_samples(tmp_path / "one", key)
         b, _ = wl.load_samples(tmp_path / "two", key)
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_stopped_run_loses_only_the_prompt_in_flight(setup, tmp_path, monkeypatch, capsys):
+    """Stopped while writing series_c (its samples written, not its result.json): the run
+    again samples series_c and the failing prompt only, and ends as an unstopped run."""
+    from napari_ambiseg.triage import run as tr
+
+    assert triage(setup, tmp_path / "whole") == 0
+    real = tr.atomic_write_bytes
+
+    def stop_at_series_c(path, data):
+        if path.name == "result.json" and path.parent.name == "series_c":
+            raise KeyboardInterrupt
+        return real(path, data)
+
+    monkeypatch.setattr(tr, "atomic_write_bytes", stop_at_series_c)
+    out = tmp_path / "stopped"
+    assert triage(setup, out) == 130
+    assert not (out / "worklist.csv").exists()
+    assert (out / "cases" / "series_c" / "samples.npz").is_file()
+    assert (out / "cases" / "ct_a" / "result.json").is_file()
+    monkeypatch.setattr(tr, "atomic_write_bytes", real)
+    capsys.readouterr()
+    assert triage(setup, out) == 0
+    assert "triage: 3/3 prompts" in capsys.readouterr().err  # series_c, slice_b, broken
+    assert (out / "worklist.csv").read_text() == (tmp_path / "whole" / "worklist.csv").read_text()

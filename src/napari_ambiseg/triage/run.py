@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -319,6 +320,8 @@ def sample_one(plan: Plan, seg, spec: PromptSpec, read: CaseReader) -> dict[str,
     score = disagreement(res)
     folder = wl.case_dir(plan.out, spec.key)
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(".*.tmp"):  # a write cut short by a kill
+        shutil.rmtree(stale, ignore_errors=True)
     case = plan.case(spec.case)
     plane = np.asarray(req.image if res.start is None else req.image[res.start])
     thumbnail(plane, modality, res, plan.out / "img" / f"{spec.key}.png")
