@@ -16,8 +16,12 @@ and still begins and ends along z where q says so. The draws are stratified
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where the draws are made, not with the module: the
+    import torch  # volume sampler (and the docks importing it) must open without PyTorch
 
 
 def existence_draws(generator: torch.Generator, rows: int, n: int) -> torch.Tensor:
@@ -25,6 +29,8 @@ def existence_draws(generator: torch.Generator, rows: int, n: int) -> torch.Tens
     k exists where its draw is below p. Stratified rather than independent: the number that
     exist is floor(pn) or ceil(pn) (pn on average, so calibration is kept) instead of a
     binomial count, which costs HM-IoU and GED (docs/benchmarks.md, "Existence")."""
+    import torch
+
     order = torch.rand((rows, n), generator=generator).argsort(1)
     return (order + torch.rand((rows, 1), generator=generator)) / n
 
@@ -32,6 +38,8 @@ def existence_draws(generator: torch.Generator, rows: int, n: int) -> torch.Tens
 def sample_draws(seed: int, n: int) -> np.ndarray:
     """The (n,) existence draws of one input sampled alone with `seed`: the first thing its
     random stream gives (`Segmenter.draw`), so planning them ahead changes no noise."""
+    import torch
+
     return existence_draws(torch.Generator().manual_seed(int(seed)), 1, n)[0].numpy()
 
 

@@ -35,6 +35,8 @@ ADOPTED_KEY = "ambiseg_adopted"  # C4: labels adopted from samples
 READERS_KEY = "ambiseg_readers"  # C5: readers' outlines, one per reader
 KIND_KEY = "ambiseg_kind"  # file marking: "labels" / "agreement"
 FLIP_KEY = "ambiseg_flip"  # file marking: ITK axes flipped for display
+SEGMENTS_KEY = "ambiseg_segments"  # what each label value holds (provenance: adopted/edited)
+SEGMENT_PROVENANCE_KEY = "segment_provenance"  # the same, inside METADATA_KEY of a SEG read
 
 TRANSFORMS = ("scale", "translate", "rotate", "shear", "affine")
 GRID_RTOL, GRID_ATOL = 1e-5, 1e-4  # transforms read back from files differ by rounding

@@ -42,11 +42,17 @@ from typing import Any
 
 import numpy as np
 
-from .layer_contract import ADOPTED_KEY, METADATA_KEY, record
+from .layer_contract import (
+    ADOPTED_KEY,
+    METADATA_KEY,
+    SEGMENT_PROVENANCE_KEY,
+    SEGMENTS_KEY,
+    record,
+)
 
-KEY = "ambiseg_segments"  # layer metadata: the last adoption seen, and per label value
+KEY = SEGMENTS_KEY  # layer metadata: the last adoption seen, and per label value
 #                           ("values") what the model wrote there
-READ_KEY = "segment_provenance"  # the same, in metadata["ambiseg"] of a SEG read back
+READ_KEY = SEGMENT_PROVENANCE_KEY  # the same, in metadata["ambiseg"] of a SEG read back
 FINDING = "nodule"  # what the model outlines (its scope: lung nodules)
 SEMIAUTOMATIC, MANUAL = "SEMIAUTOMATIC", "MANUAL"
 EDITED = "edited"

@@ -383,10 +383,3 @@ def write_volume(data: np.ndarray, path: str | os.PathLike, reference: dict[str,
         written += [str(Path(path).with_suffix(s)) for s in (".raw", ".zraw", ".raw.gz")
                     if Path(path).with_suffix(s).exists()]
     return written
-
-
-def write_labels_volume(labels: np.ndarray, path: str | os.PathLike, reference: dict[str, Any]) -> list[str]:
-    """Write labels (displayed grid) on the reference's source grid, narrowest integer type,
-    marked as labels."""
-    labels = np.asarray(labels)
-    return write_volume(labels.astype(label_dtype(labels), copy=False), path, reference, kind="labels")

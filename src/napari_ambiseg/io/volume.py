@@ -25,7 +25,7 @@ import numpy as np
 
 from ..config import CLINICAL_MODALITIES
 from ..errors import InputError
-from ..layer_contract import KIND_KEY, METADATA_KEY
+from ..layer_contract import KIND_KEY, METADATA_KEY, SEGMENT_PROVENANCE_KEY
 from .preprocess import guess_modality, to_grayscale
 from .windows import window_to_limits
 
@@ -89,7 +89,7 @@ class MedicalImage:
         """
         keep = ("source", "source_files", "sop_instance_uids", "frame_order", "tags",
                 "windows", "photometric", "frame_time_ms", "warnings", "segment_labels",
-                "segment_provenance", KIND_KEY)
+                SEGMENT_PROVENANCE_KEY, KIND_KEY)
         return {
             "modality": self.modality,
             "model_modality": self.model_modality,

@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import WriteError
 from .atomic import atomic_output
 from .dicom_seg import write_dicom_seg
-from .sitk_io import write_labels_volume, write_volume
+from .sitk_io import label_dtype, write_volume
 from .volume import METADATA_KEY, MedicalImage, default_geometry
 
 NOTE_SUFFIX = ".geometry.txt"
@@ -171,7 +171,10 @@ def write_labels(labels: np.ndarray, path: str | os.PathLike,
         labels, ref = _prepare(labels, reference)
         return write_dicom_seg(labels, path, ref, from_model=from_model, origins=known)
     labels, ref = _prepare(labels, reference)
-    return write_labels_volume(labels, path, ref) + _note(path, ref)
+    labels = np.asarray(labels)
+    written = write_volume(labels.astype(label_dtype(labels), copy=False), path, ref,
+                           kind="labels")
+    return written + _note(path, ref)
 
 
 def write_agreement(agreement: np.ndarray, path: str | os.PathLike,
