@@ -194,7 +194,7 @@ def cmd_sample(args) -> int:
         check_image_2d(req.image if z is None else req.image[z], "image" if z is None
                        else f"slice {z}")
     seg = Segmenter.load(args.weights, device=args.device)
-    outside = layer_scope_warnings(seg.cfg, reference, rgb=img.rgb)
+    outside = layer_scope_warnings(seg.cfg, reference, rgb=img.rgb, data=img.model_image)
     if outside:
         print(f"ambiseg sample: warning: {args.input}: {scope_text(outside)}", file=sys.stderr)
     with ProgressBar("sampling", "steps") as bar:
