@@ -85,11 +85,13 @@ def thumbnail(plane: np.ndarray, modality: str, res, path: Path) -> Path:
 
 def histogram(scores: list[float], path: Path) -> Path:
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(6.4, 2.4), dpi=100)
     ax = fig.add_subplot()
     ax.hist(scores, bins=np.linspace(0, 1, 21), color="#3a6ea5", edgecolor="white")
     ax.set_xlim(0, 1)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("disagreement score (0: experts would agree, 1: they would not)")
     ax.set_ylabel("prompts")
     ax.set_title(f"scores of {len(scores)} prompts", fontsize=10)
@@ -155,7 +157,7 @@ td{padding:4px 8px;border-top:1px solid #e3e3e3;vertical-align:middle}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 td.img{padding:3px}td.img img{display:block;width:168px;height:168px;background:#000}
 tr.error td{background:#fff4f4}.err{color:#a00}.err div{max-width:560px}
-.key{font-weight:600}.small{color:#666;font-size:12px}
+.key{font-weight:600}td.case{min-width:200px}.small{color:#666;font-size:12px}
 ul.modes{list-style:none;margin:0;padding:0}ul.modes li{white-space:nowrap}
 .sw{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:5px;
 border:1px solid #555;vertical-align:-1px}
@@ -171,14 +173,16 @@ def _row_html(row: wl.Row, result: dict[str, Any] | None) -> str:
                 f'{e(row.prompt)}</span></td><td colspan=5 class=err><div>{e(row.status)}: '
                 f'{e(row.error)}</div></td></tr>')
     thumb = f'<img src="{quote("img/" + row.key + ".png")}" alt="{e(row.key)}">'
-    where = f"slices {row.slices}" if "-" in row.slices else (
-        f"slice {row.slices}" if row.slices else "")
+    where = f"slice {row.slices}" if row.slices else ""
+    start = (result or {}).get("result", {}).get("start")
+    if "-" in row.slices:
+        where = f"slices {row.slices}" + ("" if start is None else f", picture: slice {start}")
     warn = ""
     if result and result.get("outside_scope"):
         warn = f'<br><span class=warn>outside the model\'s scope: ' \
                f'{e("; ".join(result["outside_scope"]))}</span>'
     return (f"<tr><td class=num>{row.rank}</td><td class=img>{thumb}</td>"
-            f"<td><span class=key>{e(row.key)}</span><br><span class=small>{e(row.prompt)}"
+            f"<td class=case><span class=key>{e(row.key)}</span><br><span class=small>{e(row.prompt)}"
             f"{'<br>' + e(where) if where else ''}</span>{warn}</td>"
             f"<td class=num><b>{_num(row.score)}</b></td>"
             f"<td class=num>{'' if row.finding_probability is None else f'{100 * row.finding_probability:.0f}%'}</td>"
