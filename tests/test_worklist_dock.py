@@ -16,62 +16,17 @@ import SimpleITK as sitk
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QApplication
 
-from napari_ambiseg.config import ModelConfig
 from napari_ambiseg.io import read_image
-from napari_ambiseg.testing import disk
-from napari_ambiseg.triage import run as tr
 from napari_ambiseg.triage import worklist as wl
 from napari_ambiseg.widgets import layers as L
 from napari_ambiseg.widgets.gallery import GalleryWidget
 from napari_ambiseg.widgets.worklist import SHORTCUTS, WorklistWidget
 
 sys.path.insert(0, str(Path(__file__).parent))
-from evident import Evident  # noqa: E402
+from test_worklist_training import make_run  # noqa: E402
 
 pytestmark = pytest.mark.gui
 USER = "dr_a"
-
-
-def write_cases(folder: Path) -> Path:
-    """A CT volume stored flipped (NIfTI), a PNG, a DICOM series and a broken file."""
-    from PIL import Image
-
-    from napari_ambiseg.testing import write_ct_series
-
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    vol = (rng.normal(0, 20, (6, 40, 40)) - 800).astype(np.int16)
-    for z in range(1, 5):
-        vol[z][disk(40, 6)] = 40
-    im = sitk.GetImageFromArray(vol)
-    im.SetSpacing((0.8, 0.7, 2.0))
-    im.SetOrigin((10.0, 20.0, -30.0))
-    im.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, 1))
-    sitk.WriteImage(im, str(folder / "ct_a.nii.gz"))
-    Image.fromarray((disk(48, 10) * 150 + 50).astype(np.uint8)).save(folder / "slice_b.png")
-    write_ct_series(folder / "series_c", shape=(5, 32, 32))
-    (folder / "broken.nii.gz").write_bytes(b"\x1f\x8b not a volume")
-    return folder
-
-
-def make_run(root: Path) -> Path:
-    """A triage run (the triage module's API) sampled by a scripted stand-in: three modes
-    (2, 1 of 4 samples outlined, 1 empty) at every prompt; ct_a as a slab (box, slices
-    1-4), the others at a point; `broken` fails."""
-    cases = write_cases(root / "cases")
-    prompts = root / "prompts.csv"
-    prompts.write_text("case,z0,y0,x0,z1,y1,x1\nct_a,1,10,10,4,30,30\n"
-                       "slice_b,0,14,14,0,34,34\nseries_c,2,8,8,2,24,24\nbroken,0,1,1,0,3,3\n")
-    seg = Evident([0.9] * 8, groups=(2, 1, 1), radii=(4, 7, 0))
-    seg.cfg = ModelConfig()
-    s = tr.Settings(input=str(cases), out=str(root / "run"), prompts=str(prompts), n=4,
-                    steps=2)
-    plan = tr.plan_run(s, {"name": "scripted", "sha256": "0" * 64}, 4, 2, "ddpm")
-    plan.out.mkdir()
-    tr.write_run_json(plan, None)
-    tr.sample_prompts(plan, seg)
-    tr.merge(plan)
-    return plan.out
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Multi-rater datasets: LIDC npz, a documented folder format, and (opt-in) the community pickle.
+"""Multi-rater datasets: LIDC npz, a documented folder format, an annotated triage run
+(`from_worklist`), and (opt-in) the community pickle.
 
 All loaders return a `MultiRaterData` holding images (K, H, W) uint8 on the LIDC 8-bit scale
 and masks (K, R, H, W) uint8 in {0, 1}; a rater who did not mark a case has an empty mask.
@@ -249,8 +250,12 @@ def load_lidc_pickle(path: str | Path, allow_pickle: bool = False) -> MultiRater
 
 def load_data(path: str | Path, allow_pickle: bool = False,
               limit: int | None = None) -> MultiRaterData:
+    from .from_worklist import is_worklist, load_worklist
+
     p = Path(path)
-    if p.is_dir():
+    if p.is_dir() and is_worklist(p):  # an annotated triage run (docs/triage.md)
+        data = load_worklist(p)
+    elif p.is_dir():
         data = load_folder(p)
     elif p.suffix == ".npz":
         return load_npz(p, limit)
