@@ -308,3 +308,34 @@ def test_the_manifest_offers_the_dock():
     assert "Worklist" in names
     [cmd] = [c for c in manifest.contributions.commands if c.id == names["Worklist"]]
     assert cmd.python_name == "napari_ambiseg.widgets.worklist:WorklistWidget"
+
+
+def test_the_training_dock_trains_on_the_annotated_run(make_napari_viewer, qtbot, run_dir,
+                                                        tmp_path):
+    """Annotate in the Worklist dock, then the Training dock takes the run folder as Data."""
+    from napari_ambiseg.training.rundir import TrainResult
+    from napari_ambiseg.widgets.training import TrainingWidget
+
+    viewer, w = dock(make_napari_viewer, qtbot)
+    w.open_run(run_dir)
+    for _ in range(2):
+        w.next()
+        wait(qtbot, w)
+        gallery_of(viewer).adopt_mode(1)
+        with qtbot.waitSignal(w.saved, timeout=60_000):
+            w.save()
+    t = TrainingWidget(viewer)
+    viewer.window.add_dock_widget(t, name="AmbiSeg training")
+    t.data.setText(str(run_dir))
+    t.out_dir.setText(str(tmp_path / "retrained"))
+    t.preset.setCurrentText("tiny (smoke tests)")
+    t.iterations.setValue(2)
+    t.batch_size.setValue(2)
+    t.device.setCurrentText("cpu")
+    t.log_every.setValue(1)
+    t.extra = {"checkpoint_every": 1, "warmup": 1, "threads": 1}
+    with qtbot.waitSignal(t.finished, timeout=300_000) as blocker:
+        assert t.start() is not None
+    result = blocker.args[0]
+    assert isinstance(result, TrainResult) and result.step == 2, result
+    assert (tmp_path / "retrained" / "last.safetensors").is_file()
