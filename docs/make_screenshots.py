@@ -1,7 +1,7 @@
 """Re-make the user guide's screenshots (docs/img/*.png) from the real widgets.
 
     python docs/make_screenshots.py [--weights FILE.safetensors] [--out docs/img]
-                                    [--only radiologist annotator researcher volume]
+                    [--only radiologist annotator researcher volume clear contested]
 
 Runs headless (starts Xvfb through pyvirtualdisplay when no DISPLAY is set). Uses the bundled
 weights, or --weights. Without any weights it falls back to a *scripted stand-in* (fixed
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-SHOTS = ("radiologist", "annotator", "researcher", "volume")
+SHOTS = ("radiologist", "annotator", "researcher", "volume", "clear", "contested")
 STAMP = "illustration: scripted stand-in, not model output"
 
 
@@ -48,14 +48,15 @@ def weights_digest(weights: str | None) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
-def viewer_with_ct(stamp: bool):
+def viewer_with_ct(stamp: bool, role: str = "clear"):
+    """napari with a shipped LIDC nodule (`role`; the demo's by default) and its readers."""
     import napari
 
     from napari_ambiseg.widgets.demo import WINDOW_SIZE, add_demo_layers
 
     viewer = napari.Viewer(title="AmbiSeg", show=True)
     viewer.window.resize(*WINDOW_SIZE)
-    image, _ = add_demo_layers(viewer)  # the demo's LIDC nodule and its readers' outlines
+    image, _ = add_demo_layers(viewer, role)  # the nodule and its readers' outlines
     if stamp:
         text = viewer.canvas.overlays.text
         text.text, text.visible, text.color, text.font_size = STAMP, True, "yellow", 12
@@ -147,20 +148,13 @@ def researcher(out: Path) -> None:
 def volume(out: Path, segmenter, name, stand_in) -> None:
     """The demo nodule as a volume: the whole finding followed up and down from the readers'
     agreement slice, its 3D modes with their sizes (mm^3, long axis) in the gallery."""
-    from qtpy.QtCore import Qt
-    from qtpy.QtWidgets import QDockWidget
-
     from napari_ambiseg.widgets.demo import settle
 
     viewer, image = viewer_with_ct(stand_in)
     sampler, gallery = sample(viewer, image, segmenter, name, slices="follow")
-    # the gallery alone on the right, full height, so that several modes' sizes show; the
-    # sampling dock (Slices: whole finding) under the layer list, the layer controls hidden
-    dock = sampler.parentWidget()
-    while not isinstance(dock, QDockWidget):
-        dock = dock.parentWidget()
-    viewer.window._qt_viewer.dockLayerControls.hide()
-    viewer.window._qt_window.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
+    # the sampling dock (Slices: whole finding) under the layer list, so that several modes'
+    # sizes show in the gallery
+    gallery_alone(viewer, sampler, layer_list=True)
     info = gallery.current()[1]
     for rank, size in enumerate(info["mode_sizes"], start=1):  # what the headers show
         print(f"volume: slices {info['z0']}+, mode {rank} - {size['count']} of {info['n']}: "
@@ -173,6 +167,36 @@ def volume(out: Path, segmenter, name, stand_in) -> None:
     viewer.scene.camera.center = tuple(prompt.data_to_world(prompt.data[-1])[-2:])
     viewer.scene.camera.zoom *= 1.6
     shoot(viewer, out / "volume.png")
+    viewer.close()
+
+
+def gallery_alone(viewer, sampler, layer_list: bool) -> None:
+    """The gallery alone on the right, full height; the sampling dock on the left in place of
+    the layer controls (under the layer list with `layer_list`, else alone)."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QDockWidget
+
+    dock = sampler.parentWidget()
+    while not isinstance(dock, QDockWidget):
+        dock = dock.parentWidget()
+    qt_viewer = viewer.window._qt_viewer
+    qt_viewer.dockLayerControls.hide()
+    qt_viewer.dockLayerList.setVisible(layer_list)
+    viewer.window._qt_window.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
+
+
+def answers(out: Path, segmenter, name, stand_in, role: str, shot: str) -> None:
+    """The two answers on one nodule (`role`), as the demo shows it: the finding probability
+    over the gallery, the outline modes drawn given a finding, the readers above them."""
+    from napari_ambiseg.widgets.demo import focus
+
+    viewer, image = viewer_with_ct(stand_in, role)
+    sampler, gallery = sample(viewer, image, segmenter, name)
+    gallery_alone(viewer, sampler, layer_list=False)
+    focus(viewer, image, zoom=2.2)
+    print(f"{shot}: {role} nodule, {gallery.answer.text()}; modes "
+          f"{[len(m.members) for m in sampler.last_outputs.modes]}")
+    shoot(viewer, out / f"{shot}.png")
     viewer.close()
 
 
@@ -211,7 +235,11 @@ def main() -> int:
                  "volume": (volume, f"{model}; whole finding followed from the readers' "
                                     "agreement slice (--only volume)"),
                  "researcher": (lambda o, *_: researcher(o), "a 60-iteration run of the tiny "
-                                "preset on synthetic data")}
+                                "preset on synthetic data"),
+                 "clear": (lambda *a: answers(*a, "clear", "clear"),
+                           f"{model}; the clear nodule given a finding"),
+                 "contested": (lambda *a: answers(*a, "unseen", "contested"),
+                               f"{model}; the nodule 2 of 4 readers outlined, given a finding")}
         made = {}
         for shot in a.only:
             make, how = shots[shot]

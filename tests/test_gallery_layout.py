@@ -89,3 +89,17 @@ def test_no_thumbnail_is_squashed_in_the_demo_layout(make_napari_viewer, qtbot, 
     view = gallery.scroll.viewport()
     for b in buttons:  # no row runs off the side: a thumbnail's right edge is in view
         assert b.mapTo(view, QPoint(b.width(), 0)).x() <= view.width(), b.text()
+
+
+def test_a_rebuilt_gallery_is_sized_for_its_thumbnails_at_once(make_napari_viewer, qtbot):
+    """Issue 23.4: Qt shows widgets added to a shown layout only later; until then the scroll
+    area shrank the content to its view and the thumbnails were laid out squashed (what a
+    screenshot taken then showed). A rebuilt gallery is sized for its rows at once."""
+    viewer = make_napari_viewer(show=True)
+    img = np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)
+    _, gallery = sampled_in_default_layout(viewer, qtbot, [(img, {"name": "ct"}, "image")])
+    gallery.refresh()  # no events processed after it
+    content = gallery._content
+    need = sum(t.sizeHint().height() for t in gallery.thumbs)  # 16 thumbnails in rows
+    assert need >= 4 * 64 and content.height() >= content.minimumSizeHint().height() >= need
+    assert all(b.isVisibleTo(gallery) for b in gallery.buttons.values())

@@ -413,7 +413,8 @@ def test_a_slab_starts_where_the_finding_is_most_evident(make_napari_viewer, qtb
     assert (out.z0, out.start, out.finding_probability) == (1, 4, pytest.approx(0.9))
     assert current_slice(viewer, src) == 4  # the viewer shows the slice it started from
     text = w.status.text()
-    assert "on slices 1-6, started on slice 4, where the finding is most evident" in text
+    assert "on slices 1-6 in " in text
+    assert " s, started on slice 4, where the finding is most evident. " in text
     assert "here: 90%" in text
 
 

@@ -65,17 +65,19 @@ class Thumbs(QWidget):
         self.grid.setSpacing(SPACING)
         self.grid.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
 
-    def flow(self, width: int) -> None:
-        """Lay the buttons out in rows that fit `width` pixels (at least one a row)."""
+    def flow(self, width: int) -> bool:
+        """Lay the buttons out in rows that fit `width` pixels (at least one a row); whether
+        the rows changed."""
         cell = max((b.sizeHint().width() for b in self.buttons), default=1)
         columns = max(1, (width + SPACING) // (cell + SPACING))
         if columns == self.columns:
-            return
+            return False
         for b in self.buttons:
             self.grid.removeWidget(b)
         for i, b in enumerate(self.buttons):
             self.grid.addWidget(b, i // columns, i % columns)
         self.columns = columns
+        return True
 
 
 def rows_height(rows: int) -> int:
@@ -197,28 +199,45 @@ class GalleryWidget(QWidget):
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt
         super().showEvent(event)
-        self._grow_once()
+        self._grow_once(later=True)  # a dock just added has no height yet
 
-    def _grow_once(self) -> None:
+    def _grow_once(self, later: bool = False) -> None:
         """Once docked with a result to show, take room from the docks stacked with it (down to
         their minimum) so that the readers' row and two rows of a mode show without resizing
-        by hand. (Asked when the window is laid out: a dock just added has no height yet.)"""
-        if not self._grown and self.current() is not None and self.isVisible():
-            self._grown = True
+        by hand; `later`: once the window has laid the dock out."""
+        if self._grown or self.current() is None or not self.isVisible():
+            return
+        self._grown = True
+        if later:
             from qtpy.QtCore import QTimer
 
             QTimer.singleShot(0, self._grow_dock)
+        else:
+            self._grow_dock()
 
     def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt
         if event.type() == QEvent.Type.Resize and watched is self.scroll.viewport():
             self._flow()
         return super().eventFilter(watched, event)
 
-    def _flow(self) -> None:
+    def _flow(self, rebuilt: bool = False) -> None:
+        """Rows of thumbnails as wide as the gallery; the content sized for them at once. (Qt
+        shows widgets added to a shown layout later, counting them as empty till then: the
+        scroll area would shrink the content to its view and lay the thumbnails out squashed
+        until the next layout pass, a visible flash or a screenshot of squashed thumbnails.)"""
+        view = self.scroll.viewport()
         margins = self._content_layout.contentsMargins()
-        width = self.scroll.viewport().width() - margins.left() - margins.right()
-        for thumbs in self.thumbs:
-            thumbs.flow(width)
+        width = view.width() - margins.left() - margins.right()
+        changed = [thumbs.flow(width) for thumbs in self.thumbs]
+        if rebuilt:
+            for i in range(self._content_layout.count()):
+                widget = self._content_layout.itemAt(i).widget()
+                if widget is not None:
+                    widget.show()
+        if rebuilt or any(changed):
+            self._content_layout.activate()
+            self._content.resize(view.width(), max(view.height(),
+                                                   self._content.minimumSizeHint().height()))
 
     def _add_thumbs(self, buttons: list[QToolButton]) -> None:
         thumbs = Thumbs(buttons)
@@ -322,7 +341,7 @@ class GalleryWidget(QWidget):
         self.notes.setText("; ".join(notes))
         self.notes.setVisible(bool(notes))
         self._content_layout.addStretch(1)
-        self._flow()
+        self._flow(rebuilt=True)
         self._grow_once()
         self.select(modes[0][0], show=False)
         self.status.setText(f"{n} samples of '{source.name}': click a thumbnail to show it.")

@@ -476,14 +476,15 @@ def result_text(out: Outputs) -> str:
     probability, then the outline modes given a finding), e.g. "16 samples on slices 3-9 in
     2.1 s, started on slice 5, where the finding is most evident. Experts would outline a
     finding here: 78%. 2 outline modes, the largest 12 of 16; no finding: 1 of 16." """
-    where = ""
+    where, start = "", ""
     if out.z0 is not None and out.masks.shape[1] == 1:
         where = f" on slice {out.z0}"
     elif out.z0 is not None:
         p = out.slice_probabilities
         evident = p is not None and None not in p and p[out.key] >= max(p) - 1e-6
-        where = (f" on slices {out.z0}-{out.z0 + out.masks.shape[1] - 1}, started on slice "
-                 f"{out.start}" + (", where the finding is most evident" if evident else ""))
+        where = f" on slices {out.z0}-{out.z0 + out.masks.shape[1] - 1}"
+        start = f", started on slice {out.start}" + (
+            ", where the finding is most evident" if evident else "")
     answer = out.finding_text()
     nothing = no_finding([m.members for m in out.modes], out.masks)
     outlines = [m for m, empty in zip(out.modes, nothing) if not empty]
@@ -494,8 +495,8 @@ def result_text(out: Outputs) -> str:
     empty = sum(len(m.members) for m, e in zip(out.modes, nothing) if e)
     if empty:
         modes += f"; {NO_FINDING}: {empty} of {out.n}"
-    return (f"{out.n} samples{where} in {out.seconds:.1f} s. {answer[:1].upper()}{answer[1:]}. "
-            f"{modes}.")
+    return (f"{out.n} samples{where} in {out.seconds:.1f} s{start}. "
+            f"{answer[:1].upper()}{answer[1:]}. {modes}.")
 
 
 def _off(viewer, source, z: int | None = None) -> bool:
