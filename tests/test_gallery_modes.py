@@ -60,19 +60,14 @@ def test_outline_modes_are_numbered_consecutively_wherever_no_finding_sits():
 
 @pytest.mark.gui
 def test_gallery_says_where_specks_went(make_napari_viewer, qtbot):
+    from dock_helpers import sampled
+
     from napari_ambiseg.testing import ScriptedSegmenter
-    from napari_ambiseg.widgets.gallery import GalleryWidget
-    from napari_ambiseg.widgets.sampling import SamplingWidget
 
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((64, 64), np.float32), name="ct")
-    sampler, gallery = SamplingWidget(viewer), GalleryWidget(viewer)
     # 10 empty, 4 disks, 2 one-pixel specks at the disks' centre: they join the disks' mode
-    sampler.set_segmenter(ScriptedSegmenter(groups=(10, 4, 2), radii=(0, 6, 0.5)), "scripted")
-    sampler.n.setValue(16)
-    sampler.steps.setValue(1)
-    with qtbot.waitSignal(sampler.done, timeout=30_000):
-        sampler.run()
+    _, gallery = sampled(viewer, qtbot, ScriptedSegmenter(groups=(10, 4, 2), radii=(0, 6, 0.5)))
     texts = [h.text().replace("<b>", "").replace("</b>", "") for h in gallery.headers]
     assert texts[0] == "no finding - 10 of 16" and texts[1].startswith("mode 1 - 6 of 16: ")
     assert gallery.notes.text() == "2 specks (<= 2 px) joined mode 1"

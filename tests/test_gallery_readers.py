@@ -97,6 +97,8 @@ def test_readers_of_a_2d_image(make_napari_viewer, qtbot):
 def test_readers_name_the_modes_the_headers_show(make_napari_viewer, qtbot):
     """Issue 27.2: with "no finding" the largest group the outline modes are still "mode 1",
     "mode 2", and the readers' row refers to them by those names."""
+    from dock_helpers import sampled
+
     from napari_ambiseg.testing import disk
 
     viewer = make_napari_viewer()
@@ -104,13 +106,8 @@ def test_readers_name_the_modes_the_headers_show(make_napari_viewer, qtbot):
     readers = np.stack([disk((64, 64), 9, (32, 32)), disk((64, 64), 5, (32, 32))])
     viewer.add_labels(readers.astype(np.uint8), name="xr readers",
                       metadata={"ambiseg_readers": {"count": 2, "image_name": "xr"}})
-    sampler, gallery = SamplingWidget(viewer), GalleryWidget(viewer)
     # 9 empty, 5 disks of radius 5, 2 of radius 9
-    sampler.set_segmenter(ScriptedSegmenter(groups=(9, 5, 2), radii=(0, 5, 9)), "scripted")
-    sampler.n.setValue(16)
-    sampler.steps.setValue(1)
-    with qtbot.waitSignal(sampler.done, timeout=30_000):
-        sampler.run()
+    _, gallery = sampled(viewer, qtbot, ScriptedSegmenter(groups=(9, 5, 2), radii=(0, 5, 9)))
     texts = [h.text().replace("<b>", "").replace("</b>", "") for h in gallery.headers[1:]]
     assert texts[0] == "no finding - 9 of 16"
     assert texts[1].startswith("mode 1 - 5 of 16") and texts[2].startswith("mode 2 - 2 of 16")

@@ -86,18 +86,13 @@ def test_the_status_line_follows_a_new_sampling_run(make_napari_viewer, qtbot):
 def test_the_header_gives_the_two_answers(make_napari_viewer, qtbot):
     """Issue 23: the finding probability heads the gallery (explained in its tooltip); given
     a finding, the modes are outlines only; the benchmark distribution is said to be one."""
-    from evident import Evident
+    from dock_helpers import Evident, sampled
 
     from napari_ambiseg.result import FINDING_TOOLTIP
 
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((64, 64), np.float32), name="ct")
-    sampler, gallery = SamplingWidget(viewer), GalleryWidget(viewer)
-    sampler.set_segmenter(Evident([0.78], groups=(12, 4), radii=(5, 9)), "with a head")
-    sampler.n.setValue(16)
-    sampler.steps.setValue(1)
-    with qtbot.waitSignal(sampler.done, timeout=30_000):
-        sampler.run()
+    sampler, gallery = sampled(viewer, qtbot, Evident([0.78], groups=(12, 4), radii=(5, 9)))
     assert gallery.answer.text() == "<b>Experts would outline a finding here: 78%</b>"
     assert gallery.answer.toolTip() == FINDING_TOOLTIP and not gallery.answer.isHidden()
     assert [h.text()[3:15] for h in gallery.headers] == ["mode 1 - 12 ", "mode 2 - 4 o"]

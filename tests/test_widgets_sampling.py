@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 import pytest
-from evident import Evident
+from dock_helpers import Evident
 
 from napari_ambiseg.errors import Cancelled, WeightsError
 from napari_ambiseg.testing import ScriptedSegmenter, tiny_config, tiny_segmenter

@@ -1,4 +1,5 @@
-"""A stand-in segmenter with an existence head's answer, for the docks' tests."""
+"""Helpers for the docks' tests: a stand-in segmenter with an existence head, and the
+sampling and gallery docks run once on what a viewer holds."""
 
 from __future__ import annotations
 
@@ -28,3 +29,18 @@ class Evident(ScriptedSegmenter):
         r = super().sample(image, *args, **kwargs)
         r.finding_probability, r.conditional = self.p[0], given_finding
         return r
+
+
+def sampled(viewer, qtbot, segmenter, n: int = 16, steps: int = 1):
+    """A sampling and a gallery dock on `viewer`, `n` samples of `segmenter` drawn once at
+    the chosen image's centre: (sampler, gallery)."""
+    from napari_ambiseg.widgets.gallery import GalleryWidget
+    from napari_ambiseg.widgets.sampling import SamplingWidget
+
+    sampler, gallery = SamplingWidget(viewer), GalleryWidget(viewer)
+    sampler.set_segmenter(segmenter, "stand-in")
+    sampler.n.setValue(n)
+    sampler.steps.setValue(steps)
+    with qtbot.waitSignal(sampler.done, timeout=30_000):
+        sampler.run()
+    return sampler, gallery
