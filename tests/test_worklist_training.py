@@ -28,7 +28,7 @@ from napari_ambiseg.triage import run as tr
 from napari_ambiseg.triage import worklist as wl
 
 sys.path.insert(0, str(Path(__file__).parent))
-from evident import Evident  # noqa: E402
+from dock_helpers import Evident  # noqa: E402
 
 
 def write_cases(folder: Path) -> Path:

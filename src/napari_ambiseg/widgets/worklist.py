@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
 SHORTCUTS = {"next": "Ctrl+Shift+Right", "previous": "Ctrl+Shift+Left"}
 COLUMNS = ("#", "case", "score", "finding", "size", "status")
+WIDTH = 440  # the dock's preferred width: the table's columns, the Gallery's thumbnails
 STATUS_COLORS = {"done": "#4caf50", "skipped": "#9e9e9e", "error": "#e57373"}
 
 
@@ -250,6 +251,9 @@ class WorklistWidget(QWidget):
             s.setContext(Qt.ShortcutContext.WindowShortcut)
 
     def _lay_out(self) -> None:
+        for label in (self.summary, self.status):
+            label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        self._fit_text()
         top = QHBoxLayout()
         top.addWidget(self.folder, 1)
         top.addWidget(self.open_button)
@@ -266,6 +270,23 @@ class WorklistWidget(QWidget):
         box.addWidget(self.table, 1)
         box.addLayout(buttons)
         box.addWidget(self.status)
+
+    def _fit_text(self) -> None:
+        """The wrapped lines get a fixed height (the whole text is in the tooltip), so that a
+        longer text never pushes the dock's minimum above what the window gave it (Qt would
+        draw the rows over each other); set again whenever the text changes, as napari's
+        style sets the font after the dock is made."""
+        for label, lines in ((self.summary, 2), (self.status, 3)):
+            label.setFixedHeight(lines * (label.fontMetrics().lineSpacing() + 1) + 12)
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt naming
+        self._fit_text()
+        super().showEvent(event)
+
+    def sizeHint(self):  # noqa: D102 - Qt: wide enough for the table and the Gallery below
+        hint = super().sizeHint()
+        hint.setWidth(max(hint.width(), WIDTH))
+        return hint
 
     def _connect(self) -> None:
         self.open_button.clicked.connect(self.choose_run)
@@ -286,6 +307,8 @@ class WorklistWidget(QWidget):
 
     def say(self, text: str, error: bool = False) -> None:
         self.status.setText(text)
+        self.status.setToolTip(text)
+        self._fit_text()
         if error:
             self.last_error = text
             from napari.utils.notifications import show_error
@@ -389,12 +412,13 @@ class WorklistWidget(QWidget):
         ok = [r for r in rows if r.ok]
         count = {s: sum(self.status_of(r.key) == s for r in ok) for s in wl.STATUSES}
         bad = len(rows) - len(ok)
-        model = self.run.model.get("name", "?")
-        text = (f"<b>{len(ok)} cases</b> ranked by expert disagreement: {count['todo']} to do, "
-                f"{count['done']} done, {count['skipped']} skipped"
-                + (f"; {bad} could not be sampled" if bad else "")
-                + f".<br>Model {model}, {self.run.n} samples per case.")
-        self.summary.setText(text)
+        self.summary.setText(
+            f"{len(ok)} cases, most expert disagreement first: {count['todo']} to do, "
+            f"{count['done']} done, {count['skipped']} skipped"
+            + (f"; {bad} could not be sampled" if bad else "") + ".")
+        self._fit_text()
+        self.summary.setToolTip(f"Sampled by {self.run.model.get('name', '?')}, "
+                                f"{self.run.n} samples per case, {self.run.steps} steps")
 
     def first_todo(self) -> int | None:
         """The row of the first case (by rank) still to do."""
@@ -552,9 +576,27 @@ class WorklistWidget(QWidget):
         if any(isinstance(w, GalleryWidget) for w in docks):
             return
         try:
-            window.add_plugin_dock_widget("napari-ambiseg", "Gallery")
+            dock, _ = window.add_plugin_dock_widget("napari-ambiseg", "Gallery")
         except Exception:  # noqa: BLE001 - the plugin is not registered (e.g. tests)
-            window.add_dock_widget(GalleryWidget(self.viewer), name="Gallery", area="right")
+            dock = window.add_dock_widget(GalleryWidget(self.viewer), name="Gallery",
+                                          area="right")
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(0, lambda: self._make_room(dock))
+
+    def _make_room(self, gallery) -> None:
+        """Once, when it opens the Gallery below itself: this dock keeps its minimum (six
+        rows of the list), the Gallery gets the rest for its thumbnails."""
+        from qtpy.QtWidgets import QDockWidget, QMainWindow
+
+        mine, window = self.parentWidget(), self.window()
+        while mine is not None and not isinstance(mine, QDockWidget):
+            mine = mine.parentWidget()
+        if mine is None or not isinstance(window, QMainWindow) or mine.isFloating() or \
+                window.dockWidgetArea(mine) != window.dockWidgetArea(gallery):
+            return
+        window.resizeDocks([mine, gallery], [mine.minimumSizeHint().height(), window.height()],
+                           Qt.Orientation.Vertical)
 
     # ------------------------------------------------------------------ the case's layers
     def case_labels(self) -> list:
