@@ -50,7 +50,6 @@ def dock(make_napari_viewer, qtbot):
     viewer = make_napari_viewer(show=True)
     widget = WorklistWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Worklist", area="right")
-    qtbot.addWidget(widget) if widget.parent() is None else None
     return viewer, widget
 
 

@@ -29,28 +29,7 @@ from napari_ambiseg.triage import worklist as wl
 
 sys.path.insert(0, str(Path(__file__).parent))
 from dock_helpers import Evident  # noqa: E402
-
-
-def write_cases(folder: Path) -> Path:
-    """A CT volume stored flipped (NIfTI), a PNG, a DICOM series and a broken file."""
-    from PIL import Image
-
-    from napari_ambiseg.testing import write_ct_series
-
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    vol = (rng.normal(0, 20, (6, 40, 40)) - 800).astype(np.int16)
-    for z in range(1, 5):
-        vol[z][disk(40, 6)] = 40
-    im = sitk.GetImageFromArray(vol)
-    im.SetSpacing((0.8, 0.7, 2.0))
-    im.SetOrigin((10.0, 20.0, -30.0))
-    im.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, 1))
-    sitk.WriteImage(im, str(folder / "ct_a.nii.gz"))
-    Image.fromarray((disk(48, 10) * 150 + 50).astype(np.uint8)).save(folder / "slice_b.png")
-    write_ct_series(folder / "series_c", shape=(5, 32, 32))
-    (folder / "broken.nii.gz").write_bytes(b"\x1f\x8b not a volume")
-    return folder
+from test_triage_run import tiny_weights, write_cases  # noqa: E402  (ct_a, slice_b, series_c)
 
 
 def make_run(root: Path) -> Path:
@@ -168,15 +147,10 @@ def test_the_loop_triage_annotate_retrain_triage(tmp_path, capsys):
     """`ambiseg triage` with a tiny model -> labels saved for two cases (as the Worklist
     dock's Save writes them; two annotators on one) -> `ambiseg train --data RUN` -> triage
     again with the new weights."""
-    import torch
-
     from napari_ambiseg.cli import main
-    from napari_ambiseg.models import build_model
-    from napari_ambiseg.weights_io import save_weights
 
-    torch.manual_seed(0)
+    weights = tiny_weights(tmp_path / "tiny.safetensors")  # with an existence head
     model = tiny_config(existence_head=True)
-    weights = save_weights(build_model(model), model, tmp_path / "tiny.safetensors")
     cases = write_cases(tmp_path / "cases")
     (cases / "broken.nii.gz").unlink()
     run = tmp_path / "run"
