@@ -99,7 +99,9 @@ def export(res, path: str, reference: dict, kind: str) -> list[str]:
 
 def mode_lines(res, limit: int = 8) -> list[str]:
     """Modes for a terminal: the `limit` largest with their sizes, then one line for the rest."""
-    sizes = res.mode_sizes()
+    from .modes import mode_labels
+
+    sizes, labels = res.mode_sizes(), mode_labels(res.modes, res.masks)
     lines = []
     for r, (m, s) in enumerate(zip(res.modes[:limit], sizes)):
         where = ""
@@ -107,7 +109,7 @@ def mode_lines(res, limit: int = 8) -> list[str]:
             k = s["slices"]["median"]
             where = f", {k:.0f} slice{'s' * (k != 1)}"
         pct = f"{100 * m.frequency:.0f}%" if m.frequency >= 0.005 else "<1%"
-        lines.append(f"  {m.label(r + 1, res.n)} ({pct}): {s['text']}{where}")
+        lines.append(f"  {labels[r]} ({pct}): {s['text']}{where}")
     rest = res.modes[limit:]
     if rest:
         lines.append(f"  ... {len(rest)} smaller modes with {sum(len(m.members) for m in rest)} "
