@@ -338,3 +338,19 @@ def test_the_training_dock_trains_on_the_annotated_run(make_napari_viewer, qtbot
     result = blocker.args[0]
     assert isinstance(result, TrainResult) and result.step == 2, result
     assert (tmp_path / "retrained" / "last.safetensors").is_file()
+
+
+def test_samples_that_do_not_fit_the_image_are_refused(run_dir):
+    """What is read from disk is checked against the image before any layer is made."""
+    from napari_ambiseg.errors import InputError
+    from napari_ambiseg.widgets.worklist import load_job
+
+    run = wl.read_run(run_dir)
+    loaded = load_job(run, "ct_a", USER)  # a slab of the volume: fits
+    assert loaded.out.z0 is not None and loaded.out.masks.shape[2:] == (40, 40)
+    assert loaded.out.finding_probability == pytest.approx(0.9) and loaded.labels is None
+    np.savez(run_dir / "cases" / "ct_a" / "samples.npz", masks=np.zeros((4, 4, 9, 9), np.uint8),
+             agreement=np.zeros((4, 9, 9), np.float32))
+    with pytest.raises(InputError, match=r"ct_a: samples.npz \(4, 4, 9, 9\) from slice 1 "
+                                         r"does not fit the image \(6, 40, 40\)"):
+        load_job(run, "ct_a", USER)

@@ -69,14 +69,15 @@ def result_from_disk(case: wl.Case) -> SampleResult:
     grid = tuple(case.image.spatial_shape)
     z0 = res.get("z0", case.result.get("z0"))
     key = str(case.result.get("key", ""))
-    expected = grid if z0 is None else grid[1:]
-    if masks.ndim not in (3, 4) or tuple(masks.shape[-2:]) != tuple(expected[-2:]) or (
-            z0 is None and masks.ndim != 3) or agreement.shape != masks.shape[1:]:
-        raise InputError(f"{key}: samples.npz {masks.shape} does not fit the image {grid}"
-                         + ("" if z0 is None else f" from slice {z0}"))
-    if z0 is not None and (masks.ndim != 4 or not 0 <= int(z0) <= grid[0] - masks.shape[1]):
-        raise InputError(f"{key}: samples.npz {masks.shape} from slice {z0} does not fit the "
-                         f"image {grid}")
+    if z0 is None:  # a 2D image: (N, H, W) on its grid
+        fits = masks.ndim == 3 and masks.shape[1:] == grid
+    else:  # a volume: (N, Z, H, W), slices z0.. of it
+        fits = (masks.ndim == 4 and len(grid) == 3 and masks.shape[2:] == grid[1:]
+                and 0 <= int(z0) <= grid[0] - masks.shape[1])
+    if not fits or agreement.shape != masks.shape[1:]:
+        where = "" if z0 is None else f" from slice {z0}"
+        raise InputError(f"{key}: samples.npz {masks.shape}{where} does not fit the image "
+                         f"{grid}")
     n = masks.shape[0]
     try:
         modes = [Mode([int(k) for k in m["members"]], float(m["frequency"]),
@@ -111,7 +112,6 @@ class Loaded:
     out: SampleResult
     result: dict[str, Any]
     labels: np.ndarray | None     # the annotator's saved labels, on the image's grid
-    labels_path: Path | None
 
 
 def load_job(run: wl.Run, key: str, annotator: str) -> Loaded:
@@ -123,7 +123,7 @@ def load_job(run: wl.Run, key: str, annotator: str) -> Loaded:
     out = result_from_disk(case)
     path = wl.labels_path(run, key, annotator)
     labels = labels_on_image(case.image, path) if path.is_file() else None
-    return Loaded(key, case.image, out, case.result, labels, path if labels is not None else None)
+    return Loaded(key, case.image, out, case.result, labels)
 
 
 def is_dicom(reference: dict[str, Any]) -> bool:
@@ -152,6 +152,7 @@ def save_job(run: wl.Run, key: str, labels: np.ndarray, reference: dict[str, Any
 
 
 def fingerprint(data: Any) -> str:
+    """A digest of an array's voxels and shape (were the labels saved as they are?)."""
     a = np.ascontiguousarray(np.asarray(data))
     return hashlib.blake2b(a.view(np.uint8).ravel(), digest_size=16).hexdigest() + str(a.shape)
 
