@@ -18,6 +18,7 @@ from napari_ambiseg.errors import InputError
 from napari_ambiseg.testing import disk, tiny_config
 from napari_ambiseg.training.data import load_data
 from napari_ambiseg.training.from_worklist import (
+    Run,
     is_worklist,
     labels_on_image,
     load_worklist,
@@ -88,9 +89,8 @@ def test_saved_labels_are_the_raters_of_training_cases(run_dir):
     assert is_worklist(run_dir) and not is_worklist(run_dir / "cases")
 
     cases = worklist_cases(run_dir)
-    assert [(c.key, c.slice) for c in cases] == sorted(
-        [("slice_b", None), ("ct_a", start), ("ct_a", other)],
-        key=lambda kz: (wl.read_run(run_dir).keys.index(kz[0]), kz[1] or 0))
+    assert [(c.key, c.slice) for c in cases] == [("ct_a", min(start, other)),
+                                                 ("ct_a", max(start, other)), ("slice_b", None)]
     by = {(c.key, c.slice): c for c in cases}
     png = by[("slice_b", None)]
     assert png.raters == ["ann_a", "ann_b"] and png.case.image.shape == (128, 128)
@@ -113,7 +113,7 @@ def test_saved_labels_are_the_raters_of_training_cases(run_dir):
 def test_the_patch_geometry_is_a_model_s(run_dir):
     save(run_dir, "slice_b", "ann", centre_disk(5))
     assert load_worklist(run_dir, tiny_config()).images.shape == (1, 64, 64)
-    run = wl.read_run(run_dir)
+    run = Run(run_dir)
     assert run_model(run) is None  # the run's own model cannot be found: the data's geometry
     size = ModelConfig().context_size  # the LIDC data's 128 pixels
     assert load_worklist(run_dir).images.shape == (1, size, size)
@@ -140,7 +140,10 @@ def test_what_cannot_be_trained_on_is_said(run_dir, tmp_path):
         load_data(run_dir)
     image = wl.load_case(wl.read_run(run_dir), "slice_b").image
     with pytest.raises(InputError, match="not on the case image's grid"):
-        labels_on_image(image, folder / "x.nii.gz")
+        labels_on_image(image.spatial_shape, folder / "x.nii.gz")
+    (run_dir / "cases" / "slice_b" / "result.json").unlink()
+    with pytest.raises(InputError, match=r"case slice_b: cannot read .*result.json: No such file"):
+        load_data(run_dir)
 
 
 def test_the_loop_triage_annotate_retrain_triage(tmp_path, capsys):
@@ -185,3 +188,25 @@ def test_the_loop_triage_annotate_retrain_triage(tmp_path, capsys):
     assert sorted(second.keys) == sorted(keys) and all(r.ok for r in second.rows)
     assert [r.rank for r in second.rows] == [1, 2, 3]
     assert second.model["sha256"] == tr.sha256_of(new) != wl.read_run(run).model["sha256"]
+
+
+def test_a_run_on_a_multi_rater_npz(tmp_path):
+    """A .npz input's cases are its images, read again from the .npz (LIDC 8-bit scale)."""
+    from napari_ambiseg.training.cases import make_case
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 255, (3, 48, 48), dtype=np.uint8)
+    np.savez(tmp_path / "set.npz", images=images, masks=np.zeros((3, 2, 48, 48), np.uint8))
+    seg = Evident([0.8], groups=(3, 1), radii=(5, 0))
+    s = tr.Settings(input=str(tmp_path / "set.npz"), out=str(tmp_path / "run"), n=4, steps=1)
+    plan = tr.plan_run(s, {"name": "scripted", "sha256": "0" * 64}, 4, 1, "ddpm")
+    plan.out.mkdir()
+    tr.write_run_json(plan, None)
+    tr.sample_prompts(plan, seg)
+    tr.merge(plan)
+    labels = save(plan.out, "2", "ann", centre_disk(4))
+    [cut] = worklist_cases(plan.out)
+    assert (cut.key, cut.slice, cut.raters) == ("2", None, ["ann"])
+    same = make_case(images[2], labels[None], context_size=128, crop_size=64, modality="8bit")
+    np.testing.assert_array_equal(cut.case.image, same.image)
+    np.testing.assert_array_equal(cut.case.masks, same.masks)

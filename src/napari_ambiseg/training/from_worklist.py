@@ -19,11 +19,17 @@ The patch geometry (context and crop size, the model's pixel spacing) is a model
 passed in, else the run's own model when it is the bundled one, else the LIDC data's
 (`ModelConfig()`: a 128-pixel context at the image's own spacing, what every preset trains
 on from the LIDC .npz). `training.data.load_data` calls :func:`load_worklist` for a folder
-that :func:`is_worklist`. Qt-free, torch-free.
+that :func:`is_worklist`.
+
+The run folder is read here from its files (run.json, ``cases/<key>/result.json``, the
+inputs, ``labels/``), not through `triage.worklist`: the triage room reads .npz datasets
+with this room's readers, so importing it from here would make the rooms a cycle
+(tests/test_architecture.py). Qt-free, torch-free.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,47 +38,108 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..triage import worklist as wl
+
+# the run folder's names (docs/triage.md; `triage.worklist` writes and reads the same)
+FORMAT, RUN_JSON, WORKLIST_CSV = "ambiseg-triage/1", "run.json", "worklist.csv"
+CASES, LABELS, RESULT_JSON, LABELS_SUFFIX = "cases", "labels", "result.json", ".nii.gz"
 
 
 def is_worklist(path: str | os.PathLike) -> bool:
     """A triage run folder (run.json with labels/ or worklist.csv beside it)."""
     p = Path(path)
-    return (p / wl.RUN_JSON).is_file() and ((p / wl.LABELS).is_dir()
-                                            or (p / wl.WORKLIST_CSV).is_file())
+    return (p / RUN_JSON).is_file() and ((p / LABELS).is_dir() or (p / WORKLIST_CSV).is_file())
 
 
-def labels_on_image(image: Any, path: str | os.PathLike) -> np.ndarray:
-    """A saved labels file read back (`io.read_image`) on the case image's displayed grid:
-    (H, W) for a 2D image (the file's one slice), (Z, H, W) for a volume. `InputError` when
-    it does not fit that grid."""
+def labels_on_image(grid: tuple[int, ...], path: str | os.PathLike) -> np.ndarray:
+    """A saved labels file read back (`io.read_image`) on the case image's displayed grid
+    (`grid`, its spatial shape): (H, W) for a 2D image (the file's one slice), (Z, H, W) for
+    a volume. `InputError` when it does not fit that grid."""
     from ..io import read_image
 
     found = read_image(path)
     if not found:
         raise InputError(f"{path} holds no labels")
-    data = np.asarray(found[0].data)
-    grid = tuple(image.spatial_shape)
-    if data.shape != grid and data.shape == (1, *grid):
+    data, grid = np.asarray(found[0].data), tuple(grid)
+    if data.shape == (1, *grid):
         data = data[0]  # a 2D image's labels are written as one slice
     if data.shape != grid:
         raise InputError(f"{path} is {data.shape}, not on the case image's grid {grid}")
     return data
 
 
-def run_model(run: wl.Run):
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # missing, unreadable or not JSON
+        raise InputError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+
+
+def annotated(root: str | os.PathLike) -> dict[str, dict[str, Path]]:
+    """{key: {annotator: labels file}} of the keys with saved labels, keys sorted."""
+    folder = Path(root) / LABELS
+    out = {}
+    for d in sorted(folder.iterdir()) if folder.is_dir() else ():
+        files = sorted(d.glob(f"*{LABELS_SUFFIX}")) if d.is_dir() else []
+        if files:
+            out[d.name] = {p.name[:-len(LABELS_SUFFIX)]: p for p in files}
+    return out
+
+
+class Run:
+    """What training reads of a run folder: run.json, each key's result.json and case image."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.info = _json(self.root / RUN_JSON)
+        if self.info.get("format") != FORMAT:
+            raise InputError(f"{self.root / RUN_JSON} has format {self.info.get('format')!r}, "
+                             f"not {FORMAT!r}: not a triage run")
+        self.inputs = self.info.get("inputs", {})
+        self._npz: np.ndarray | None = None
+
+    def result(self, key: str) -> dict[str, Any]:
+        return _json(self.root / CASES / key / RESULT_JSON)
+
+    def plane_source(self, result: dict[str, Any]) -> tuple[np.ndarray, tuple[int, ...]]:
+        """The case image the model saw (its grayscale array) and its grid, read again from
+        the run's input: an image of the .npz, or the file or folder of the input folder."""
+        source = result.get("source", {})
+        if "npz_index" in source:
+            if self._npz is None:
+                from .npz import read_npz
+
+                self._npz = read_npz(Path(self.inputs["path"]), ("images",))["images"]
+            plane = np.asarray(self._npz[int(source["npz_index"])])
+            return plane, plane.shape
+        from ..io import read_image
+
+        path = Path(self.inputs.get("path", "")) / source.get("path", "")
+        found = read_image(path)
+        images = [im for im in found if not im.is_labels] or found
+        index = int(source.get("image", 0))
+        if index >= len(images):
+            raise InputError(f"{path} holds {len(images)} image(s); the run used image "
+                             f"{index + 1}")
+        return np.asarray(images[index].model_image), tuple(images[index].spatial_shape)
+
+    @property
+    def model(self) -> dict[str, Any]:
+        return self.info.get("model", {})
+
+
+def run_model(run: Run):
     """The `ModelConfig` of the weights the run was triaged with when they can be found (the
     bundled model, checked by its SHA-256), else None."""
+    import hashlib
+
     from ..weights_io import bundled_weights_path, load_config
 
-    model = run.model
-    if not str(model.get("name", "")).startswith("bundled"):
+    if not str(run.model.get("name", "")).startswith("bundled"):
         return None
-    from ..triage.run import sha256_of
-
     path = bundled_weights_path()
     try:
-        return load_config(path)[0] if sha256_of(path) == model.get("sha256") else None
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        return load_config(path)[0] if digest == run.model.get("sha256") else None
     except (OSError, ValueError):  # no or unreadable bundled weights (WeightsError is one)
         return None
 
@@ -111,27 +178,21 @@ def _slices(result: dict[str, Any], labels: np.ndarray) -> list[int | None]:
     return sorted(int(z) for z in marked)
 
 
-def case_cuts(run: wl.Run, key: str, model) -> list[WorklistCase]:
-    """The training cases of one key (its saved labels as raters)."""
+def case_cuts(run: Run, key: str, saved: dict[str, Path], model) -> list[WorklistCase]:
+    """The training cases of one key (`saved`: {annotator: labels file}, its raters)."""
     from .cases import make_case
 
-    saved = wl.saved_labels(run, key)
-    if not saved:
-        return []
-    result = wl.read_result(run, key)
-    image = wl.case_image(run, result)
+    result = run.result(key)
+    data, grid = run.plane_source(result)
     names = sorted(saved)
-    labels = np.stack([labels_on_image(image, saved[name]) != 0 for name in names])
-    plane_data = np.asarray(image.model_image)
+    labels = np.stack([labels_on_image(grid, saved[name]) != 0 for name in names])
     spacing = result.get("spacing")
     inplane = None if spacing is None else tuple(float(s) for s in spacing[-2:])
-    modality = result.get("modality") or image.model_modality
     out = []
     for z in _slices(result, labels):
-        plane = plane_data if z is None else plane_data[z]
-        readers = labels if z is None else labels[:, z]
-        case = make_case(plane, readers, context_size=model.context_size,
-                         crop_size=model.crop_size, modality=modality, spacing=inplane,
+        case = make_case(data if z is None else data[z], labels if z is None else labels[:, z],
+                         context_size=model.context_size, crop_size=model.crop_size,
+                         modality=result.get("modality") or "auto", spacing=inplane,
                          model_spacing=model.scope.pixel_spacing_mm,
                          center=_plane_center(result))
         case.info.update(run=str(run.root), key=key, case=result.get("case", key), slice=z,
@@ -140,22 +201,22 @@ def case_cuts(run: wl.Run, key: str, model) -> list[WorklistCase]:
     return out
 
 
-def worklist_cases(run_dir: str | os.PathLike | wl.Run, model=None) -> list[WorklistCase]:
-    """Every training case of an annotated run, in the worklist's rank order (`model`: the
-    patch geometry, see the module docstring)."""
+def worklist_cases(run_dir: str | os.PathLike, model=None) -> list[WorklistCase]:
+    """Every training case of an annotated run, keys in name order (`model`: the patch
+    geometry, see the module docstring)."""
     from ..config import ModelConfig
 
-    run = run_dir if isinstance(run_dir, wl.Run) else wl.read_run(run_dir)
+    run = Run(run_dir)
     model = model or run_model(run) or ModelConfig()
-    keys = [k for k in run.keys if wl.saved_labels(run, k)]
+    keys = annotated(run.root)
     if not keys:
-        raise InputError(f"{run.root} has no labels yet ({run.root / wl.LABELS} is empty): "
+        raise InputError(f"{run.root} has no labels yet ({run.root / LABELS} is empty): "
                          "annotate cases in the Worklist dock (Plugins > AmbiSeg > Worklist) "
                          "and Save them first")
     out = []
-    for key in keys:
+    for key, saved in keys.items():
         try:
-            out.extend(case_cuts(run, key, model))
+            out.extend(case_cuts(run, key, saved, model))
         except InputError as e:
             raise InputError(f"{run.root}: case {key}: {e}") from None
     return out

@@ -122,7 +122,7 @@ def load_job(run: wl.Run, key: str, annotator: str) -> Loaded:
     case = wl.load_case(run, key)
     out = result_from_disk(case)
     path = wl.labels_path(run, key, annotator)
-    labels = labels_on_image(case.image, path) if path.is_file() else None
+    labels = labels_on_image(case.image.spatial_shape, path) if path.is_file() else None
     return Loaded(key, case.image, out, case.result, labels)
 
 
