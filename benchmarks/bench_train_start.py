@@ -133,7 +133,7 @@ def main() -> int:
              f"{figures(cold)}; target <= 5 s. Its floor is the training process's own "
              "start (PyTorch, the optimiser's torch._dynamo and the trainer import in one "
              "thread) plus the first iteration; the train data loads beside them on the other "
-             "core (`training/npz.py`), so it no longer adds to the wait.",
+             "core (`io/npz.py`), so it no longer adds to the wait.",
              "- Cancel at the first feedback (all starts): checkpoint and last weights "
              f"{cancel_figures(warm + cold)}; target < 1 s",
              f"- timeline of the last warm start (s after Start; `opened`: the dock opened): "

@@ -1,4 +1,4 @@
-"""training.npz.read_npz: the same arrays as np.load, chunked; objects and damage refused."""
+"""io.npz.read_npz: the same arrays as np.load, chunked; objects and damage refused."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_ambiseg.errors import InputError
-from napari_ambiseg.training import npz
+from napari_ambiseg.io import npz
 from napari_ambiseg.training.data import load_npz
 
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from napari_ambiseg import worklist as wl
 from napari_ambiseg.cli import main
 from napari_ambiseg.io import read_image
 from napari_ambiseg.testing import disk
-from napari_ambiseg.triage import worklist as wl
 
 
 def tiny_weights(path, seed=0):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from test_triage_run import tiny_weights, write_cases
 
-from napari_ambiseg.triage import worklist as wl
+from napari_ambiseg import worklist as wl
 
 TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
 

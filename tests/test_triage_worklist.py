@@ -1,4 +1,4 @@
-"""triage/worklist.py: the reading side of a run folder (run.json, worklist.csv, the
+"""napari_ambiseg/worklist.py: the reading side of a run folder (run.json, worklist.csv, the
 dock's state file, labels beside the run), on a folder written by hand to the contract."""
 
 import csv
@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+from napari_ambiseg import worklist as wl
 from napari_ambiseg.errors import InputError
-from napari_ambiseg.triage import worklist as wl
 
 
 def _hand_made_run(root, images):
@@ -95,7 +95,7 @@ def test_labels_beside_the_run(tmp_path):
 def test_no_torch_or_qt():
     import subprocess
 
-    code = ("import sys; import napari_ambiseg.triage.worklist; "
+    code = ("import sys; import napari_ambiseg.worklist; "
             "print(any(m in sys.modules for m in ('torch', 'qtpy', 'PyQt5', 'napari')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

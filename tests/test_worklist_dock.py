@@ -16,8 +16,8 @@ import SimpleITK as sitk
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QApplication
 
+from napari_ambiseg import worklist as wl
 from napari_ambiseg.io import read_image
-from napari_ambiseg.triage import worklist as wl
 from napari_ambiseg.widgets import layers as L
 from napari_ambiseg.widgets.gallery import GalleryWidget
 from napari_ambiseg.widgets.worklist import SHORTCUTS, WorklistWidget

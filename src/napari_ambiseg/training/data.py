@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .npz import read_npz
+from ..io.npz import read_npz
 
 IMAGE_EXTS = (".png", ".npy", ".nii.gz", ".nii")
 DATA_INTENSITY = "8bit"  # every MultiRaterData image is on the model's 8-bit scale (see above)

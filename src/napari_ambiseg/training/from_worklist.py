@@ -21,15 +21,12 @@ passed in, else the run's own model when it is the bundled one, else the LIDC da
 on from the LIDC .npz). `training.data.load_data` calls :func:`load_worklist` for a folder
 that :func:`is_worklist`.
 
-The run folder is read here from its files (run.json, ``cases/<key>/result.json``, the
-inputs, ``labels/``), not through `triage.worklist`: the triage room reads .npz datasets
-with this room's readers, so importing it from here would make the rooms a cycle
-(tests/test_architecture.py). Qt-free, torch-free.
+The run folder is read through `napari_ambiseg.worklist` (the one reader of its format,
+below both this room and triage). Qt-free, torch-free.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,17 +34,15 @@ from typing import Any
 
 import numpy as np
 
+from .. import worklist as wl
 from ..errors import InputError
-
-# the run folder's names (docs/triage.md; `triage.worklist` writes and reads the same)
-FORMAT, RUN_JSON, WORKLIST_CSV = "ambiseg-triage/1", "run.json", "worklist.csv"
-CASES, LABELS, RESULT_JSON, LABELS_SUFFIX = "cases", "labels", "result.json", ".nii.gz"
 
 
 def is_worklist(path: str | os.PathLike) -> bool:
     """A triage run folder (run.json with labels/ or worklist.csv beside it)."""
     p = Path(path)
-    return (p / RUN_JSON).is_file() and ((p / LABELS).is_dir() or (p / WORKLIST_CSV).is_file())
+    return (p / wl.RUN_JSON).is_file() and ((p / wl.LABELS).is_dir()
+                                           or (p / wl.WORKLIST_CSV).is_file())
 
 
 def labels_on_image(grid: tuple[int, ...], path: str | os.PathLike) -> np.ndarray:
@@ -67,67 +62,14 @@ def labels_on_image(grid: tuple[int, ...], path: str | os.PathLike) -> np.ndarra
     return data
 
 
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:  # missing, unreadable or not JSON
-        raise InputError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
-
-
-def annotated(root: str | os.PathLike) -> dict[str, dict[str, Path]]:
+def annotated(run: wl.Run) -> dict[str, dict[str, Path]]:
     """{key: {annotator: labels file}} of the keys with saved labels, keys sorted."""
-    folder = Path(root) / LABELS
-    out = {}
-    for d in sorted(folder.iterdir()) if folder.is_dir() else ():
-        files = sorted(d.glob(f"*{LABELS_SUFFIX}")) if d.is_dir() else []
-        if files:
-            out[d.name] = {p.name[:-len(LABELS_SUFFIX)]: p for p in files}
-    return out
+    folder = run.root / wl.LABELS
+    keys = sorted(d.name for d in folder.iterdir() if d.is_dir()) if folder.is_dir() else []
+    return {k: saved for k in keys if (saved := wl.saved_labels(run, k))}
 
 
-class Run:
-    """What training reads of a run folder: run.json, each key's result.json and case image."""
-
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
-        self.info = _json(self.root / RUN_JSON)
-        if self.info.get("format") != FORMAT:
-            raise InputError(f"{self.root / RUN_JSON} has format {self.info.get('format')!r}, "
-                             f"not {FORMAT!r}: not a triage run")
-        self.inputs = self.info.get("inputs", {})
-        self._npz: np.ndarray | None = None
-
-    def result(self, key: str) -> dict[str, Any]:
-        return _json(self.root / CASES / key / RESULT_JSON)
-
-    def plane_source(self, result: dict[str, Any]) -> tuple[np.ndarray, tuple[int, ...]]:
-        """The case image the model saw (its grayscale array) and its grid, read again from
-        the run's input: an image of the .npz, or the file or folder of the input folder."""
-        source = result.get("source", {})
-        if "npz_index" in source:
-            if self._npz is None:
-                from .npz import read_npz
-
-                self._npz = read_npz(Path(self.inputs["path"]), ("images",))["images"]
-            plane = np.asarray(self._npz[int(source["npz_index"])])
-            return plane, plane.shape
-        from ..io import read_image
-
-        path = Path(self.inputs.get("path", "")) / source.get("path", "")
-        found = read_image(path)
-        images = [im for im in found if not im.is_labels] or found
-        index = int(source.get("image", 0))
-        if index >= len(images):
-            raise InputError(f"{path} holds {len(images)} image(s); the run used image "
-                             f"{index + 1}")
-        return np.asarray(images[index].model_image), tuple(images[index].spatial_shape)
-
-    @property
-    def model(self) -> dict[str, Any]:
-        return self.info.get("model", {})
-
-
-def run_model(run: Run):
+def run_model(run: wl.Run):
     """The `ModelConfig` of the weights the run was triaged with when they can be found (the
     bundled model, checked by its SHA-256), else None."""
     import hashlib
@@ -178,12 +120,13 @@ def _slices(result: dict[str, Any], labels: np.ndarray) -> list[int | None]:
     return sorted(int(z) for z in marked)
 
 
-def case_cuts(run: Run, key: str, saved: dict[str, Path], model) -> list[WorklistCase]:
+def case_cuts(run: wl.Run, key: str, saved: dict[str, Path], model) -> list[WorklistCase]:
     """The training cases of one key (`saved`: {annotator: labels file}, its raters)."""
     from .cases import make_case
 
-    result = run.result(key)
-    data, grid = run.plane_source(result)
+    result = wl.read_result(run, key)
+    image = wl.case_image(run, result)
+    data, grid = np.asarray(image.model_image), tuple(image.spatial_shape)
     names = sorted(saved)
     labels = np.stack([labels_on_image(grid, saved[name]) != 0 for name in names])
     spacing = result.get("spacing")
@@ -206,11 +149,11 @@ def worklist_cases(run_dir: str | os.PathLike, model=None) -> list[WorklistCase]
     geometry, see the module docstring)."""
     from ..config import ModelConfig
 
-    run = Run(run_dir)
+    run = wl.read_run(run_dir)
     model = model or run_model(run) or ModelConfig()
-    keys = annotated(run.root)
+    keys = annotated(run)
     if not keys:
-        raise InputError(f"{run.root} has no labels yet ({run.root / LABELS} is empty): "
+        raise InputError(f"{run.root} has no labels yet ({run.root / wl.LABELS} is empty): "
                          "annotate cases in the Worklist dock (Plugins > AmbiSeg > Worklist) "
                          "and Save them first")
     out = []

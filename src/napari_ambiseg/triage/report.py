@@ -16,8 +16,8 @@ from urllib.parse import quote
 
 import numpy as np
 
+from .. import worklist as wl
 from ..io.atomic import atomic_output, atomic_write_bytes
-from . import worklist as wl
 
 MODE_COLOURS = ("#00e5ff", "#76ff03", "#ff4081", "#ffea00", "#ff9100", "#d500f9")
 THUMB_PX = 168

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from .. import worklist as wl
 from ..errors import AmbisegError, InputError
 from ..io.atomic import atomic_output, atomic_write_bytes
-from . import worklist as wl
 from .inputs import (
     NPZ_MODALITY,
     Case,

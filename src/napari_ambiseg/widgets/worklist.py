@@ -40,11 +40,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from .. import worklist as wl
 from ..errors import InputError
 from ..layer_contract import ADOPTED_KEY, METADATA_KEY, layer_record, on_grid, spatial_shape
 from ..modes import Mode
 from ..result import SampleResult, binary_entropy
-from ..triage import worklist as wl
 from . import layers as L
 from ._qt import error_text
 

@@ -21,6 +21,7 @@ import getpass
 import json
 import os
 import re
+import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..errors import InputError
+from .errors import InputError
 
 FORMAT = "ambiseg-triage/1"
 RUN_JSON = "run.json"
@@ -224,7 +225,7 @@ def load_samples(run: Run | str | os.PathLike, key: str) -> tuple[np.ndarray, np
 def npz_image(images: np.ndarray, index: int, name: str, spacing=None) -> Any:
     """Image `index` of a multi-rater .npz as a 2D MedicalImage (LIDC 8-bit scale); without
     `spacing` in the file its pixels are taken as 1 mm (as the npz reader shows them)."""
-    from ..io import MedicalImage
+    from .io import MedicalImage
 
     return MedicalImage(np.asarray(images[index]), tuple(spacing or (1.0, 1.0)), (0.0, 0.0),
                         axes=("y", "x"), name=name, modality="")
@@ -232,23 +233,25 @@ def npz_image(images: np.ndarray, index: int, name: str, spacing=None) -> Any:
 
 def read_npz_images(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float] | None]:
     """The `images` of a multi-rater .npz and its in-plane `spacing` (None: not in the file)."""
-    from ..training.data import load_npz
-    from ..training.npz import read_npz
+    from .io.npz import read_npz
 
-    data = load_npz(path)
+    try:
+        images = read_npz(Path(path), ("images",))["images"]
+    except (KeyError, OSError, ValueError, zipfile.BadZipFile) as e:
+        raise InputError(f"cannot read the images of {path}: {e}") from None
     spacing = None
     try:
         extra = read_npz(Path(path), ("spacing",))
         spacing = tuple(float(v) for v in np.ravel(extra["spacing"])[-2:])
-    except (KeyError, OSError, ValueError):
+    except (KeyError, OSError, ValueError, zipfile.BadZipFile):
         pass
-    return data.images, spacing
+    return images, spacing
 
 
 def case_image(run: Run, result: dict[str, Any]) -> Any:
     """The image a result was sampled on, read again from its source (a file or folder of the
     input folder, or an image of the input .npz)."""
-    from ..io import read_image
+    from .io import read_image
 
     source = result.get("source", {})
     if "npz_index" in source:
@@ -323,7 +326,7 @@ def read_state(run_dir: str | os.PathLike | Run) -> dict[str, CaseState]:
 
 def write_state(run_dir: str | os.PathLike | Run, state: dict[str, CaseState]) -> Path:
     """Write worklist_state.json atomically."""
-    from ..io.atomic import atomic_write_bytes
+    from .io.atomic import atomic_write_bytes
 
     root = run_dir.root if isinstance(run_dir, Run) else Path(run_dir)
     doc = {"format": FORMAT, "cases": {k: s.to_dict() for k, s in sorted(state.items())}}
@@ -365,7 +368,7 @@ def save_labels(run_dir: str | os.PathLike | Run, key: str, labels: np.ndarray, 
                 annotator: str | None = None, provenance: dict[str, Any] | None = None) -> Path:
     """Write labels drawn on the case image's grid (`reference`: its MedicalImage or layer
     metadata) to labels/<key>/<annotator>.nii.gz on the source grid."""
-    from ..io import write_labels
+    from .io import write_labels
 
     path = labels_path(run_dir, key, annotator)
     path.parent.mkdir(parents=True, exist_ok=True)
