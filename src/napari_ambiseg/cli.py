@@ -151,7 +151,7 @@ def _request(args, img, assumed: bool):
         if args.slices or args.follow or args.slice is not None:
             raise InputError(f"--slice, --slices and --follow need a volume; {args.input} is a "
                              f"2D image of shape {data.shape}")
-        return req
+        return _steer(args, req, img.spatial_shape)
     depth = data.shape[0]
     if args.slice is not None and not 0 <= args.slice < depth:
         raise InputError(f"--slice {args.slice} is outside 0..{depth - 1}")
@@ -169,12 +169,40 @@ def _request(args, img, assumed: bool):
             raise InputError(f"--slice {args.slice} is outside --slices {a} {b}")
         req.slices = list(range(a, b + 1))
         prompt.z = req.start = args.slice  # None: where the finding is most evident
-        return req
+        return _steer(args, req, img.spatial_shape)
     prompt.z = depth // 2 if args.slice is None else args.slice
     if args.follow:
         req.propagate = True
     else:
         req.slices = [prompt.z]
+    return _steer(args, req, img.spatial_shape)
+
+
+def _steer(args, req, shape: tuple[int, ...]):
+    """`req` with the --include / --exclude clicks as its constraints, checked before the
+    model loads: Y X on an image or the one slice sampled, Z Y X with --slices or --follow."""
+    from .constraints import Constraints
+
+    clicks = {"include": args.include or [], "exclude": args.exclude or []}
+    if not any(clicks.values()):
+        return req
+    slab = req.propagate or len(req.slices or []) > 1
+    want = "Z Y X" if slab else "Y X"
+    for kind, points in clicks.items():
+        for p in points:
+            if len(p) != len(want.split()):
+                raise InputError(f"--{kind} {' '.join(f'{v:g}' for v in p)}: give {want}"
+                                 + (" with --slices or --follow" if slab else ""))
+    if req.volume and not slab:  # the one slice sampled
+        clicks = {k: [(req.prompt.z, *p) for p in v] for k, v in clicks.items()}
+    req.constraints = Constraints(clicks["include"], clicks["exclude"])
+    if not req.volume:
+        req.constraints.check(shape[-2:])
+        return req
+    z = req.prompt.z
+    span = ((req.slices[0], req.slices[-1]) if not req.propagate else
+            (max(0, z - req.max_slices), min(shape[0] - 1, z + req.max_slices)))
+    req.constraints.check(shape[-3:], span)
     return req
 
 
@@ -234,6 +262,10 @@ def cmd_sample(args) -> int:
     print("\n".join(mode_lines(res)))
     began = "" if res.start is None else f" (started on slice {res.start})"
     print(f"{res.finding_text()}{began}")
+    if res.constraints is not None:
+        c = res.constraints
+        print(f"drawn given {len(c.include)} include and {len(c.exclude)} exclude click(s): "
+              f"{int(res.satisfies.sum())} of {res.n} samples satisfy them")
     for paths in written.values():
         print(f"exported {', '.join(paths)}")
     print(f"written to {out}")
@@ -376,6 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "of one as its own number)")
     s.add_argument("--max-slices", dest="max_slices", type=int, default=64,
                    help="--follow: at most this many slices each way")
+    for kind, says in (("include", "inside"), ("exclude", "outside")):
+        s.add_argument(f"--{kind}", action="append", type=float, nargs="+", default=None,
+                       metavar="Z_Y_X", help=f"a pixel the outline must have {says} (row and "
+                       "column indices Y X; Z Y X with --slices or --follow); repeatable: the "
+                       "samples are drawn given every click")
     s.add_argument("--spacing", type=float, nargs="+", default=None, metavar="MM",
                    help=".npy input: mm per pixel (Y X, or Z Y X for a volume)")
     s.add_argument("--export", default=None, metavar="FILE",
