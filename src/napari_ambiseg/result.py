@@ -69,6 +69,10 @@ class SampleResult:
     finding_probability: float | None = None
     conditional: bool = False
     slice_probabilities: list[float] | None = None  # slab: p of every slice, z0 first
+    # steering: the include / exclude clicks the samples were drawn given
+    # (`constraints.Constraints`) and which samples satisfy them ((N,) bool)
+    constraints: Any = None
+    satisfies: np.ndarray | None = None
 
     @classmethod
     def from_masks(cls, masks: np.ndarray, bounds, steps: int, seed: int,
@@ -98,6 +102,16 @@ class SampleResult:
 
     def finding_text(self) -> str:
         return finding_text(self.finding_probability, self.conditional)
+
+    def steered(self, constraints, satisfies: np.ndarray) -> None:
+        """Record the constraints the samples were drawn given and which satisfy them."""
+        self.constraints = constraints
+        self.satisfies = np.asarray(satisfies, bool)
+
+    @property
+    def constraints_satisfied(self) -> float | None:
+        """Share of the samples that satisfy the constraints (None: none given)."""
+        return None if self.satisfies is None else float(self.satisfies.mean())
 
     @property
     def seconds(self) -> float:
@@ -155,10 +169,15 @@ class SampleResult:
 
     def _answers(self) -> dict[str, Any]:
         p = self.finding_probability
+        share = self.constraints_satisfied
         return {"finding_probability": None if p is None else round(float(p), 4),
                 "conditional": self.conditional, "start": self.start,
                 "slice_probabilities": (None if self.slice_probabilities is None else
-                                        [round(float(v), 4) for v in self.slice_probabilities])}
+                                        [round(float(v), 4) for v in self.slice_probabilities]),
+                "constraints": None if self.constraints is None else self.constraints.to_dict(),
+                "constraints_satisfied": None if share is None else round(share, 4),
+                "satisfying_samples": (None if self.satisfies is None else
+                                       np.flatnonzero(self.satisfies).tolist())}
 
     def summary(self) -> dict[str, Any]:
         """What `ambiseg sample` writes to summary.json: modes with sizes, every sample's size,

@@ -11,8 +11,11 @@ import numpy as np
 import torch
 
 from .config import COHERENT, PER_SLICE, ModelConfig, sampling_counts
+from .constraints import Constraints
 from .device import autocast, resolve_device
 from .diffusion import Denoiser, Schedule, sample_masks
+from .diffusion.sampler import Known
+from .errors import InputError
 from .existence import existence_draws
 from .geometry import Region, region_for
 from .io.preprocess import check_image_2d, guess_modality, to_model_scale, to_network_input
@@ -20,8 +23,7 @@ from .result import SampleResult
 
 Progress = Callable[[int, int], None]
 
-__all__ = ["Segmenter", "SampleResult", "SliceSample", "PER_SLICE", "COHERENT"]
-
+__all__ = ["Segmenter", "SampleResult", "SliceSample", "Constraints", "PER_SLICE", "COHERENT"]
 
 
 class SliceSample(NamedTuple):
@@ -140,14 +142,17 @@ class Segmenter:
              sampler: str | None = None, progress: Progress | None = None,
              should_stop: Callable[[], bool] | None = None, same_noise: bool = False,
              neighbour: np.ndarray | None = None, exists: np.ndarray | None = None,
-             given_finding: bool = False, with_existence: bool = False):
+             given_finding: bool = False, with_existence: bool = False,
+             known: np.ndarray | None = None, steering: Constraints | None = None,
+             included: Sequence[bool] | None = None):
         """x_in (B, C, crop, crop) network inputs -> x_hat (B, n, crop, crop) in [-1, 1].
 
         The image is encoded once per input; the samples run as one batch; z (if the model has
         a latent) is drawn from the prior, one per sample. Which samples see a finding
         (`existence`): with an existence head, sample k where its draw u_k < p(finding | crop)
         (stratified: floor(pn) or ceil(pn) of them); with `given_finding`, every sample (the
-        outlines given a finding); with `exists` (B, n) bool, those it says (a slab's plan).
+        outlines given a finding); with `exists` (B, n) bool, those it says (a slab's plan);
+        `included` (B,) bool: inputs with an include click, where every sample exists.
         Samples without a finding are empty (-1) and cost no network evaluation.
         Seeded: same seed, same masks on the same device. With `same_noise`, every input gets
         exactly the noise it would get alone with this seed (a batch of slices gives the masks
@@ -157,6 +162,11 @@ class Segmenter:
         3D models: `neighbour` (B, n, crop, crop) in {-1, +1} is each sample's mask on the
         adjacent slice (in this input's crop frame); a sample empty there is drawn without it
         (it begins here) or, when no `exists` plan is given, stays ended.
+        Steering (`constraints`): `known` (B, crop, crop) are the pixels whose mask is known
+        in each input's crop frame (`Constraints.known`: > 0 inside, < 0 outside, 0 unknown,
+        +-2 the clicked pixels); every step's x-prediction takes them
+        (`diffusion.sampler.Known`) with the knobs of `steering` (restarts, pinned clicks).
+        Without `known` nothing changes.
         With `with_existence`, returns (x_hat, p (B,) or None).
         """
         b = x_in.shape[0]
@@ -170,10 +180,13 @@ class Segmenter:
             nb, has = self._neighbours(neighbour, shape)
             if nb is not None and exists is None:
                 keep &= has  # a sample that ended on the adjacent slice stays ended
+            if included is not None:  # an include click: a finding in every sample
+                keep |= torch.as_tensor(np.asarray(included, bool)).repeat_interleave(n)
             idx = keep.nonzero()[:, 0]
             if len(idx):
                 x_hat[idx] = self._denoise(feats, z, nb, has, idx, shape, streams, steps,
-                                           sampler, progress, should_stop)
+                                           sampler, progress, should_stop,
+                                           self._known(known, n, idx, shape, steering))
             elif progress is not None:
                 progress(steps, steps)
         out = x_hat.numpy().reshape(b, n, *shape[2:])
@@ -201,6 +214,20 @@ class Segmenter:
         return mu + std * streams.normal(tuple(mu.shape)).to(self.device)
 
     @staticmethod
+    def _known(known, n: int, idx, shape, steering: Constraints | None) -> Known | None:
+        """The known pixels of samples `idx` (`draw`), None when nothing is known."""
+        if known is None:
+            return None
+        k = torch.as_tensor(np.asarray(known, np.float32)).repeat_interleave(n, 0)
+        k = k.reshape(shape)[idx]
+        if not bool((k != 0).any()):
+            return None
+        steering = steering or Constraints()
+        return Known(torch.where(k > 0, 1.0, -1.0), k != 0,
+                     k.abs() > 1.5 if steering.pin else None, steering.restarts,
+                     steering.restart_steps)
+
+    @staticmethod
     def _neighbours(neighbour, shape):
         """(neighbour masks (B*n, 1, crop, crop) or None, has a non-empty neighbour (B*n,))."""
         if neighbour is None:
@@ -209,7 +236,7 @@ class Segmenter:
         return nb, (nb > 0).flatten(1).any(1)
 
     def _denoise(self, feats, z, nb, has, idx, shape, streams: _Streams, steps: int, sampler,
-                 progress, should_stop) -> torch.Tensor:
+                 progress, should_stop, known: Known | None = None) -> torch.Tensor:
         """The diffusion sampling loop for samples `idx` of the (B*n) batch."""
         m, b = len(idx), len(feats[0])
         on = idx.to(self.device)
@@ -228,7 +255,7 @@ class Segmenter:
 
         return sample_masks(denoise, self.schedule, (m, *shape[1:]), steps=steps,
                             sampler=sampler or self.cfg.sampler, device=self.device,
-                            on_step=progress, should_stop=should_stop,
+                            on_step=progress, should_stop=should_stop, known=known,
                             noise=streams.normal if m == shape[0] else noise_kept).float().cpu()
 
     def slice_steps(self, steps: int, neighbours, exists=None) -> int:
@@ -252,7 +279,8 @@ class Segmenter:
                       max_batch: int | None = None,
                       neighbours: Sequence[np.ndarray] | None = None,
                       exists: Sequence[np.ndarray] | None = None,
-                      given_finding: bool = False) -> list[SliceSample]:
+                      given_finding: bool = False,
+                      constraints: Constraints | None = None) -> list[SliceSample]:
         """Samples of slices `zs` of `volume` (anything indexable by slice: (Z, H, W[, C])),
         each at its prompt (center, box): one `SliceSample` per slice.
 
@@ -266,11 +294,21 @@ class Segmenter:
         the adjacent slice; each sample continues its own outline (`slice_steps`).
         `progress(done, total)` counts network evaluations over all batches; `should_stop` is
         checked before each.
+        `constraints` (`constraints.Constraints`; (z, y, x) clicks, z a slice of `volume`; 2D
+        ones apply to every slice): each slice's samples are drawn given its clicks (known
+        pixels at every step); an include click means a finding on its slice in every sample.
+        A slice prompted nowhere (no centre, no box) is looked at around its include clicks.
         """
         n, steps = self._counts(n, steps)
         steps = self.slice_steps(steps, neighbours, exists)
+        planes_of = self._steering(constraints, zs)
+        if planes_of is not None:
+            prompts = [_around_includes(c, pr) for c, pr in zip(planes_of, prompts)]
         planes, regions, x_all = self.inputs(volume, zs, prompts, spacing, modality)
         size = self.cfg.crop_size
+        known = None
+        if planes_of is not None:
+            known = self._known_maps(planes_of, zs, regions, size)
         per = max(1, (max_batch or self.default_batch()) // n)
         chunks = [range(i, min(i + per, len(zs))) for i in range(0, len(zs), per)]
         out = []
@@ -284,16 +322,42 @@ class Segmenter:
                                for i in chunk])
             seeds = seed if isinstance(seed, (int, np.integer)) else [seed[i] for i in chunk]
             plan = None if exists is None else np.stack([exists[i] for i in chunk])
+            steer = {}
+            if known is not None:
+                steer = {"known": known[list(chunk)], "steering": constraints,
+                         "included": [planes_of[i].has_include for i in chunk]}
             x_hat, p = self.draw(torch.cat([x_all[i] for i in chunk]), n, steps, seeds,
                                  sampler=sampler, progress=step_report, should_stop=should_stop,
                                  same_noise=True, neighbour=nb, exists=plan,
-                                 given_finding=given_finding, with_existence=True)
+                                 given_finding=given_finding, with_existence=True, **steer)
             for j, i in enumerate(chunk):
                 shape = planes[i].shape
                 out.append(SliceSample(regions[i].paste(x_hat[j], shape) > 0,
                                        regions[i].bounds(size, shape),
                                        None if p is None else float(p[j])))
         return out
+
+    @staticmethod
+    def _steering(constraints: Constraints | None, zs) -> list[Constraints] | None:
+        """Each slice's 2D constraints, or None when there are none at all."""
+        if not constraints:
+            return None
+        return [constraints.plane(z) for z in zs]
+
+    def _known_maps(self, planes_of: list[Constraints], zs, regions, size: int) -> np.ndarray:
+        """(slices, crop, crop) known pixels of every slice; an include click the model
+        cannot see from its prompt is refused before any network work."""
+        for z, c, r in zip(zs, planes_of, regions):
+            far = c.outside_view(r, size)
+            if far:
+                y0, x0, y1, x1 = r.bounds(size, (10**9, 10**9))
+                on = f" on slice {z}" if len(far[0]) == 3 or len(zs) > 1 else ""
+                raise InputError(
+                    f"include point {tuple(far[0][-2:])}{on} is outside the region the model "
+                    f"sees around the prompt (rows {y0}..{y1 - 1}, columns {x0}..{x1 - 1}): "
+                    "prompt nearer to it or leave it out")
+        return np.stack([c.known(r, size) if c else np.zeros((size, size), np.float32)
+                         for c, r in zip(planes_of, regions)])
 
     def _counts(self, n: int | None, steps: int | None) -> tuple[int, int]:
         return sampling_counts(self.cfg, n, steps)
@@ -304,25 +368,43 @@ class Segmenter:
                spacing: tuple[float, ...] | None = None, modality: str = "auto",
                sampler: str | None = None, progress: Progress | None = None,
                should_stop: Callable[[], bool] | None = None, given_finding: bool = True,
-               mode_min_iou: float = 0.5) -> SampleResult:
+               mode_min_iou: float = 0.5,
+               constraints: Constraints | None = None) -> SampleResult:
         """N masks of one 2D image (H, W) or RGB (H, W, 3) at a centre or box (pixel
         coordinates); `spacing` (y, x) mm/pixel resamples to the model's pixel size.
         By default the masks are drawn given a finding at the prompt and the model's
         probability of one is `finding_probability`; `given_finding=False` draws the
-        benchmark distribution (some samples empty)."""
+        benchmark distribution (some samples empty).
+        `constraints`: include / exclude clicks ((y, x) pixel indices) the samples are drawn
+        given (`constraints` module; an include implies a finding); the result records them
+        and the share of samples that satisfy them. Without a centre or box the model looks
+        around the include clicks."""
         n, steps = self._counts(n, steps)
         t0 = time.perf_counter()
         check_image_2d(image)  # bad input is reported before any work
+        if constraints:
+            constraints.check(np.shape(image)[:2])
         (one,) = self.sample_slices(
             [image], [0], [(center, box)], n, steps, seed, spacing=spacing, modality=modality,
             sampler=sampler, progress=progress, should_stop=should_stop,
-            given_finding=given_finding)
+            given_finding=given_finding, constraints=constraints or None)
         t1 = time.perf_counter()
-        conditional = given_finding and one.finding_probability is not None
+        given = given_finding or bool(constraints and constraints.has_include)
+        conditional = given and one.finding_probability is not None
+        inplane = tuple(spacing)[-2:] if spacing is not None else None
         result = SampleResult.from_masks(
-            one.masks, one.bounds, steps, seed, mode_min_iou,
-            spacing=tuple(spacing)[-2:] if spacing is not None else None,
+            one.masks, one.bounds, steps, seed, mode_min_iou, spacing=inplane,
             finding_probability=one.finding_probability, conditional=conditional)
+        if constraints:
+            result.steered(constraints, constraints.satisfied(one.masks, spacing=inplane))
         result.timings = {"sample": t1 - t0, "postprocess": time.perf_counter() - t1,
                           "total": time.perf_counter() - t0}
         return result
+
+
+def _around_includes(c: Constraints, prompt: tuple[Any, Any]) -> tuple[Any, Any]:
+    """A slice's (center, box) prompt; with neither, the centroid of its include clicks."""
+    center, box = prompt
+    if center is None and box is None and c.include:
+        center = tuple(float(v) for v in np.mean([p[-2:] for p in c.include], 0))
+    return center, box

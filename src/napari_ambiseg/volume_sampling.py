@@ -20,6 +20,13 @@ the prompt (on the start slice), and the model's probability of one is the resul
 `finding_probability`; which samples see a finding on which slice follows one plan for the
 whole slab (`_Existence`, after `existence`), so it does not depend on the start slice.
 
+Steering (`Request.constraints`, `constraints.Constraints`): include / exclude clicks
+((y, x) on an image, (z, y, x) on a volume) the samples are drawn given; a click on any slice
+of the slab steers that slice's draw (and, through the neighbour conditioning, the slices
+drawn after it), and the existence plan makes every sample see a finding on each slice with
+an include click (and, through its shared draw, on the slices between it and the peak). The
+result records the constraints and the share of samples that satisfy them.
+
 The slab's modes are 3D (IoU over the whole slab) and every sample's size is measured with the
 source spacing (`measure`), in this worker, before the result is returned.
 
@@ -38,11 +45,13 @@ from typing import Any
 import numpy as np
 
 from .config import COHERENT, PER_SLICE, sampling_counts
+from .constraints import Constraints
 from .errors import Cancelled, InputError
 from .existence import envelope, peak_slice, sample_draws
 from .result import SampleResult
 
-__all__ = ["PER_SLICE", "COHERENT", "Prompt", "Request", "sample_request", "sample_volume"]
+__all__ = ["PER_SLICE", "COHERENT", "Constraints", "Prompt", "Request", "sample_request",
+           "sample_volume"]
 
 Progress = Callable[[int, int, str], None]  # (done, total, description)
 
@@ -79,6 +88,8 @@ class Request:
     given_finding: bool = True        # samples given a finding; False: the benchmark distribution
     start: int | None = None          # slice range: start here (None: where the finding is most
                                       # evident); follow: prompt.z
+    constraints: Constraints | None = None  # include / exclude clicks the samples are drawn
+                                      # given: (y, x), or (z, y, x) on a volume
 
 
 def _counts(seg, req: Request) -> tuple[int, int]:
@@ -112,7 +123,9 @@ class _Existence:
     per slice, its envelope q from the peak (for "follow", the start slice is the peak), and
     the samples' shared draws u, scaled by q(start) when drawn given a finding on the start
     slice. Every sample's finding is a run of slices through the peak, so outlines are drawn
-    outward from the peak, where the finding is most evident, whatever the start."""
+    outward from the peak, where the finding is most evident, whatever the start. A slice with
+    an include click (`Request.constraints`) is given a finding too: the draws are scaled by
+    its q as well, and every sample exists there."""
 
     def __init__(self, seg, req: Request, n: int, todo: list[int]):
         self.seg, self.req = seg, req
@@ -132,6 +145,12 @@ class _Existence:
             self.p = dict(zip(todo, map(float, p)))
             self.q = dict(zip(todo, map(float, envelope(p, peak))))
         self.scale = self.q[self.start] if req.given_finding else 1.0
+        c = req.constraints
+        self.included = set(c.slices(include_only=True)) if c else set()
+        ahead = sorted(z for z in self.included if z not in self.q)  # "follow": not planned yet
+        q_ahead = dict(zip(ahead, map(float, self._probabilities(ahead)))) if ahead else {}
+        for z in self.included:
+            self.scale = min(self.scale, self.q.get(z, min(q_ahead.get(z, 1.0), self.q[self.start])))
 
     @staticmethod
     def of(seg, req: Request, n: int, todo: list[int]) -> _Existence | None:
@@ -155,7 +174,7 @@ class _Existence:
 
     def exists(self, z: int) -> np.ndarray:
         """(n,) bool: the samples that see a finding on slice z."""
-        if z == self.start and self.req.given_finding:
+        if (z == self.start and self.req.given_finding) or z in self.included:
             return np.ones(len(self.u), bool)
         return self.u * self.scale < self.q[z]
 
@@ -190,6 +209,7 @@ class _Slices:
             exists = [self.plan.exists(z) for z in zs]
             if neighbours is not None:  # an outline that vanished on the adjacent slice ended
                 exists = [e & (m.reshape(len(m), -1).any(1) | ~self.plan.exists(z - heading[z]))
+                          | (z in self.plan.included)  # unless an include click is there
                           for e, m, z in zip(exists, neighbours, zs)]
         steps = self.steps
         if hasattr(self.seg, "slice_steps"):
@@ -199,6 +219,8 @@ class _Slices:
         t0 = time.perf_counter()
         if hasattr(self.seg, "sample_slices"):
             extra = {} if neighbours is None else {"neighbours": neighbours}
+            if req.constraints:
+                extra["constraints"] = req.constraints
             out = self.seg.sample_slices(
                 req.image, zs, [(p.center, p.box) for p in prompts], self.n, self.steps,
                 req.seed, spacing=req.spacing, modality=req.modality, sampler=req.sampler,
@@ -211,10 +233,12 @@ class _Slices:
             out = []
             for j, (z, p) in enumerate(zip(zs, prompts)):
                 base = done + j * self.steps
+                steer = {"constraints": req.constraints.plane(z)} if req.constraints else {}
                 r = self.seg.sample(np.asarray(req.image[z]), self.n, self.steps, req.seed,
                                     center=p.center, box=p.box, spacing=req.spacing,
                                     modality=req.modality, should_stop=self.should_stop,
-                                    progress=lambda i, k, b=base: self.report(b + i, total, text))
+                                    progress=lambda i, k, b=base: self.report(b + i, total, text),
+                                    **steer)
                 out.append((r.masks, r.bounds))
         self.network_s += time.perf_counter() - t0
         self.done = done + len(zs) * steps
@@ -262,6 +286,14 @@ def _next_slices(req: Request, z: int, masks: np.ndarray, heading: int,
     return [z + step for step in ((1, -1) if heading == 0 else (heading,))], c
 
 
+def _towards_includes(req: Request, z: int, heading: int) -> list[int]:
+    """Next slices from z (in its heading; both ways from the start) toward include clicks
+    not yet reached: a followed finding goes on to every slice with one."""
+    zs = req.constraints.slices(include_only=True) if req.constraints else []
+    return [z + s for s in ((1, -1) if heading == 0 else (heading,))
+            if any((v - z) * s > 0 for v in zs)]
+
+
 def _outward(run: _Slices, req: Request, start: int, lo: int, hi: int, coherent: bool,
              plan: _Existence | None):
     """Sample outward from `start` in waves of one slice per direction (coherent models
@@ -281,9 +313,12 @@ def _outward(run: _Slices, req: Request, start: int, lo: int, hi: int, coherent:
         nxt = []
         for z in wave:
             ahead, c = _next_slices(req, z, masks[z], heading[z], coherent)
+            if not ahead and req.propagate:  # the finding ended, but a click lies further on
+                ahead, c = _towards_includes(req, z, heading[z]), None
             for nz in ahead:
                 if lo <= nz <= hi and abs(nz - start) <= req.max_slices and nz not in masks:
-                    prompts[nz] = req.prompt if c is None else follow_prompt(c, prompts[z])
+                    prompts[nz] = (prompts[z] if c is None and req.propagate else req.prompt
+                                   if c is None else follow_prompt(c, prompts[z]))
                     heading[nz] = nz - z
                     nxt.append(nz)
         wave = nxt
@@ -301,6 +336,10 @@ def sample_volume(seg, req: Request, progress: Progress | None = None,
     if req.start is not None and not req.propagate and req.start not in todo:
         raise InputError(f"start slice {req.start} is outside the slices {todo[0]}..{todo[-1]}")
     _check_memory(n, min(depth, 2 * req.max_slices + 1) if req.propagate else len(todo), shape)
+    if req.constraints:
+        slab = ((max(0, todo[0] - req.max_slices), min(depth - 1, todo[0] + req.max_slices))
+                if req.propagate else (todo[0], todo[-1]))
+        req.constraints.check(shape[:3], slab)
     plan = _Existence.of(seg, req, n, todo)
     run = _Slices(seg, req, n, steps, progress or (lambda *a: None), should_stop, plan)
     method = getattr(seg, "volume_method", PER_SLICE)
@@ -319,8 +358,11 @@ def sample_volume(seg, req: Request, progress: Progress | None = None,
         np.stack([masks[z] for z in zs], axis=1), bounds[start], steps, req.seed, z0=zs[0],
         key=start - zs[0], spacing=_spacing(req.spacing, 3), method=method,
         finding_probability=None if plan is None else plan.probability,
-        conditional=plan is not None and req.given_finding,
+        conditional=plan is not None and (req.given_finding or start in plan.included),
         slice_probabilities=None if plan is None else [plan.p.get(z) for z in zs])
+    if req.constraints:
+        result.steered(req.constraints, req.constraints.satisfied(
+            result.masks, z0=zs[0], spacing=_spacing(req.spacing, 3)))
     _ = result.sizes  # measured here, in the worker
     t2 = time.perf_counter()
     result.timings = {"sample": run.network_s, "prepare_and_plan": t1 - t0 - run.network_s,
@@ -352,7 +394,8 @@ def sample_request(seg, req: Request, progress: Progress | None = None,
     r = seg.sample(np.asarray(req.image), n, steps, req.seed, center=req.prompt.center,
                    box=req.prompt.box, spacing=req.spacing, modality=req.modality,
                    sampler=req.sampler, progress=lambda i, k: report(i, k, "sampling"),
-                   should_stop=should_stop, given_finding=req.given_finding)
+                   should_stop=should_stop, given_finding=req.given_finding,
+                   **({"constraints": req.constraints} if req.constraints else {}))
     if r.spacing is None and req.spacing is not None:
         r.spacing = _spacing(req.spacing, 2)
     _ = r.sizes  # measured here, in the worker

@@ -1,0 +1,298 @@
+"""What the annotator knows: include / exclude clicks (and painted areas) that steer sampling.
+
+`Constraints(include=[(y, x), ...], exclude=[...])` on a 2D image, `(z, y, x)` on a volume
+(pixel indices of the source, rounded from a Points layer's data coordinates); optionally
+painted `include_mask` / `exclude_mask` of the image's (or volume's) shape. Give it to
+`Segmenter.sample(..., constraints=)`, `Segmenter.sample_slices(..., constraints=)` or
+`volume_sampling.Request(constraints=)`: the N samples are drawn again *conditioned* on the
+clicks inside the diffusion process, not filtered.
+
+How (`diffusion.sampler.Known`): each click becomes a disk of `radius` model pixels (at the
+model's crop scale, 0.7 mm per pixel for the LIDC model; the clicked pixel itself always)
+whose x_0 is known, +1 inside an include and -1 inside an exclude; at every step the
+x-prediction takes these values there (RePaint-style replacement), so the network completes
+the outline around them; the last estimate is the network's own. Where an include disk and an
+exclude disk overlap nothing is known but the two clicked pixels. An include click also says
+there is a finding on its slice: every sample exists there (`given_finding`; for a slab, the
+existence plan makes every sample's finding reach each slice with an include click).
+
+A sample *satisfies* the constraints when every include point lies in a non-speck part of it
+(a connected piece that `measure`'s speck rule keeps and that is more than a speck of
+`modes.SPECK_PX` pixels, not only the clicked pixel) and no exclude point lies inside it;
+painted areas count like points for 95% of their pixels. `SampleResult.constraints_satisfied`
+is the share of samples that do (summary.json, the dock).
+
+Bad input (a point outside the image or the slab, include and exclude on one pixel, an
+exclude over the only include) is an `InputError` with one line (`check`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import InputError
+
+__all__ = ["Constraints", "RADIUS", "RESTARTS", "RESTART_STEPS", "PIN"]
+
+RADIUS = 2.0   # model pixels (~1.4 mm at 0.7 mm/pixel): chosen on LIDC (docs/benchmarks.md)
+RESTARTS = 0   # times the last RESTART_STEPS steps are run again around the completed estimate
+RESTART_STEPS = 3
+PIN = False    # the clicked pixels themselves also set in the returned masks
+AREA_SHARE = 0.95  # painted areas: share of their pixels that must be inside / outside
+
+Point = tuple[int, ...]
+
+
+def _points(points, name: str) -> tuple[Point, ...]:
+    """Rounded integer pixel indices of (K, 2) or (K, 3) points (a Points layer's data)."""
+    if points is None:
+        return ()
+    a = np.asarray(points, dtype=float)
+    if a.size == 0:
+        return ()
+    if a.ndim == 1:
+        a = a[None]
+    if a.ndim != 2 or a.shape[1] not in (2, 3):
+        raise InputError(f"{name} points must be (y, x) or (z, y, x) each; got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise InputError(f"{name} points must be finite numbers")
+    return tuple(tuple(int(v) for v in np.floor(row + 0.5)) for row in a)
+
+
+def _text(p: Sequence[int]) -> str:
+    return "(" + ", ".join(str(v) for v in p) + ")"
+
+
+@dataclass(frozen=True, eq=False)
+class Constraints:
+    """Include / exclude clicks (pixel indices: (y, x) on an image, (z, y, x) on a volume)
+    and optional painted (H, W) / (Z, H, W) bool areas; module notes."""
+
+    include: Any = ()
+    exclude: Any = ()
+    include_mask: np.ndarray | None = None
+    exclude_mask: np.ndarray | None = None
+    radius: float = RADIUS  # disk around each click, model pixels
+    restarts: int = RESTARTS
+    restart_steps: int = RESTART_STEPS
+    pin: bool = PIN
+
+    def __post_init__(self):
+        inc, exc = _points(self.include, "include"), _points(self.exclude, "exclude")
+        object.__setattr__(self, "include", inc)
+        object.__setattr__(self, "exclude", exc)
+        for name in ("include_mask", "exclude_mask"):
+            m = getattr(self, name)
+            if m is not None:
+                m = np.asarray(m).astype(bool)
+                object.__setattr__(self, name, m if m.any() else None)
+        dims = {len(p) for p in inc + exc}
+        dims |= {m.ndim for m in (self.include_mask, self.exclude_mask) if m is not None}
+        if len(dims) > 1:
+            raise InputError("include and exclude points mix (y, x) and (z, y, x): give all "
+                             "on the image's axes")
+        if self.radius < 0 or self.restarts < 0 or self.restart_steps < 1:
+            raise InputError("the click radius and restarts must be >= 0, restart steps >= 1")
+
+    @property
+    def ndim(self) -> int | None:
+        """2 for (y, x) points, 3 for (z, y, x), None when empty."""
+        for p in self.include + self.exclude:
+            return len(p)
+        for m in (self.include_mask, self.exclude_mask):
+            if m is not None:
+                return m.ndim
+        return None
+
+    def __bool__(self) -> bool:
+        return bool(self.include or self.exclude or self.include_mask is not None
+                    or self.exclude_mask is not None)
+
+    @property
+    def has_include(self) -> bool:
+        return bool(self.include) or self.include_mask is not None
+
+    # -- where ------------------------------------------------------------------------
+    def slices(self, include_only: bool = False) -> list[int]:
+        """Slices (volume constraints) carrying a click or painted pixel."""
+        if self.ndim != 3:
+            return []
+        zs = {p[0] for p in self.include}
+        masks = [self.include_mask]
+        if not include_only:
+            zs |= {p[0] for p in self.exclude}
+            masks.append(self.exclude_mask)
+        for m in masks:
+            if m is not None:
+                zs |= set(np.flatnonzero(m.reshape(len(m), -1).any(1)).tolist())
+        return sorted(int(z) for z in zs)
+
+    def plane(self, z: int | None = None) -> Constraints:
+        """The 2D constraints of slice `z` (volume constraints); 2D constraints as they are."""
+        if self.ndim != 3:
+            return self
+        return Constraints(
+            [p[1:] for p in self.include if p[0] == z], [p[1:] for p in self.exclude if p[0] == z],
+            None if self.include_mask is None or not 0 <= z < len(self.include_mask)
+            else self.include_mask[z],
+            None if self.exclude_mask is None or not 0 <= z < len(self.exclude_mask)
+            else self.exclude_mask[z], self.radius, self.restarts, self.restart_steps, self.pin)
+
+    def includes_on(self, z: int | None = None) -> bool:
+        """An include click (or painted include) on slice z (2D: at all)."""
+        return self.plane(z).has_include
+
+    # -- checks -----------------------------------------------------------------------
+    def check(self, shape: Sequence[int], slab: tuple[int, int] | None = None) -> None:
+        """One clear `InputError` for constraints that cannot be used on an image (H, W) or a
+        volume (Z, H, W) whose sampled slices are `slab` (first, last)."""
+        shape = tuple(int(v) for v in shape)
+        kind = "a volume takes (z, y, x)" if len(shape) == 3 else "an image takes (y, x)"
+        for name, pts in (("include", self.include), ("exclude", self.exclude)):
+            for p in pts:
+                if len(p) != len(shape):
+                    raise InputError(f"{name} point {_text(p)} has {len(p)} coordinates; {kind}")
+                if not all(0 <= v < s for v, s in zip(p, shape)):
+                    axes = ["rows", "columns"] if len(shape) == 2 else ["slices", "rows",
+                                                                         "columns"]
+                    where = ", ".join(f"{a} 0..{s - 1}" for a, s in zip(axes, shape))
+                    raise InputError(f"{name} point {_text(p)} is outside the image ({where})")
+                if slab is not None and len(p) == 3 and not slab[0] <= p[0] <= slab[1]:
+                    raise InputError(f"{name} point {_text(p)} is on slice {p[0]}, outside the "
+                                     f"sampled slices {slab[0]}..{slab[1]}")
+        for name in ("include_mask", "exclude_mask"):
+            m = getattr(self, name)
+            if m is not None and m.shape != shape:
+                raise InputError(f"painted {name.split('_')[0]} area of shape {m.shape} does not "
+                                 f"match the image's {shape}")
+        same = set(self.include) & set(self.exclude)
+        if same:
+            raise InputError(f"include and exclude on the same pixel {_text(min(same))}")
+        if self.exclude_mask is not None:
+            for p in self.include:
+                if self.exclude_mask[p]:
+                    raise InputError(f"include point {_text(p)} lies in the painted exclude "
+                                     "area")
+        if self.include_mask is not None and not self.include:
+            left = self.include_mask.copy()
+            if self.exclude_mask is not None:
+                left &= ~self.exclude_mask
+            for p in self.exclude:
+                left[p] = False
+            if not left.any():
+                raise InputError("the exclude covers the only include: nothing is left to "
+                                 "include")
+
+    def outside_view(self, region, size: int) -> list[Point]:
+        """Include points of this plane (2D) outside the size x size model view `region`."""
+        return [p for p in self.include if not _inside(_model_xy(p, region, size), size)]
+
+    # -- the diffusion's known pixels ---------------------------------------------------
+    def known(self, region, size: int) -> np.ndarray:
+        """(size, size) float32 in the model's crop frame of this plane's (2D) constraints:
+        +1 known inside (include), -1 known outside (exclude), 0 unknown (module notes)."""
+        iy, ix = np.indices((size, size), dtype=np.float64)
+        inc = np.zeros((size, size), bool)
+        exc = np.zeros((size, size), bool)
+        pins = []
+        for pts, into, value in ((self.include, inc, 1.0), (self.exclude, exc, -1.0)):
+            for p in pts:
+                my, mx = _model_xy(p, region, size)
+                into |= (iy - my) ** 2 + (ix - mx) ** 2 <= self.radius ** 2
+                py, px = int(np.floor(my + 0.5)), int(np.floor(mx + 0.5))
+                if 0 <= py < size and 0 <= px < size:
+                    pins.append((py, px, value))
+        for m, into in ((self.include_mask, inc), (self.exclude_mask, exc)):
+            if m is not None:
+                into |= region.extract(m.astype(np.float32), size) > 0.5
+        out = np.where(inc & ~exc, 1.0, np.where(exc & ~inc, -1.0, 0.0)).astype(np.float32)
+        for py, px, value in pins:  # an include's own pixel is marked 2 (`pin`)
+            out[py, px] = 2 * value if value > 0 else value
+        return out
+
+    # -- satisfied? --------------------------------------------------------------------
+    def satisfied(self, masks: np.ndarray, z0: int | None = None,
+                  spacing: Sequence[float] | None = None) -> np.ndarray:
+        """(N,) bool: which samples satisfy the constraints (module notes). `masks` (N, H, W)
+        for 2D constraints, (N, Z, H, W) for slices z0.. of a volume; `spacing` the mask
+        axes' mm per pixel (the speck rule's size), None: pixels."""
+        from .measure import _spacing, speck_voxels, without_specks
+        from .modes import SPECK_PX
+
+        masks = np.asarray(masks, bool)
+        nd = masks.ndim - 1
+        off = (0,) * nd if self.ndim != 3 else (int(z0 or 0), 0, 0)
+        inplane, dz = _spacing(spacing, nd)
+        minimum = speck_voxels(nd, inplane, dz)
+
+        def local(pts: Iterable[Point]) -> list[Point]:
+            out = []
+            for p in pts:
+                q = tuple(v - o for v, o in zip(p, off))
+                out.append(q if all(0 <= v < s for v, s in zip(q, masks.shape[1:])) else None)
+            return out
+
+        inc, exc = local(self.include), local(self.exclude)
+        areas = [self._area(m, off, masks.shape[1:])
+                 for m in (self.include_mask, self.exclude_mask)]
+        ok = np.ones(len(masks), bool)
+        for k, m in enumerate(masks):
+            if any(p is not None and m[p] for p in exc):
+                ok[k] = False
+                continue
+            if areas[1] is not None and m[areas[1]].mean() > 1 - AREA_SHARE:
+                ok[k] = False
+                continue
+            if not inc and areas[0] is None:
+                continue
+            if any(p is None for p in inc) or not m.any():
+                ok[k] = False
+                continue
+            kept = without_specks(m, minimum)[0]
+            labels, _ = ndimage.label(kept, structure=np.ones((3,) * nd, bool))
+            big = np.bincount(labels.ravel()) > SPECK_PX
+            big[0] = False
+            solid = big[labels]
+            ok[k] = all(solid[p] for p in inc) and (
+                areas[0] is None or solid[areas[0]].mean() >= AREA_SHARE)
+        return ok
+
+    @staticmethod
+    def _area(m: np.ndarray | None, off, shape) -> np.ndarray | None:
+        """A painted area cut to the masks' slices (bool of `shape`), None if none there."""
+        if m is None:
+            return None
+        if m.ndim == 3:
+            z0 = off[0]
+            cut = np.zeros(shape, bool)
+            lo, hi = max(z0, 0), min(z0 + shape[0], len(m))
+            if hi > lo:
+                cut[lo - z0:hi - z0] = m[lo:hi]
+            m = cut
+        return m if m.any() else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly record (summary.json, the output layers' metadata)."""
+        area = {name: None if m is None else int(m.sum())
+                for name, m in (("include_area_px", self.include_mask),
+                                ("exclude_area_px", self.exclude_mask))}
+        return {"include": [list(p) for p in self.include],
+                "exclude": [list(p) for p in self.exclude], **area,
+                "radius_px": float(self.radius), "restarts": int(self.restarts),
+                "restart_steps": int(self.restart_steps), "pin": bool(self.pin)}
+
+
+def _model_xy(p: Point, region, size: int) -> tuple[float, float]:
+    """An image pixel index (y, x) in the model grid's pixel units (`Region.paste`'s map)."""
+    y, x = p[-2:]
+    return ((y + 0.5 - region.cy) * region.zoom + size / 2 - 0.5,
+            (x + 0.5 - region.cx) * region.zoom + size / 2 - 0.5)
+
+
+def _inside(yx: tuple[float, float], size: int) -> bool:
+    return all(-0.5 < v < size - 0.5 for v in yx)
