@@ -1,14 +1,21 @@
 """The sampling dock: choose image, prompt, slices and settings; sample off the GUI thread.
 
 Layout and wiring only: the request comes from `prompts`, the work from `engine`, the layers
-from `layers`. Sampling runs in a napari worker with a napari progress bar; Cancel (or the
-task's cancel button in napari's activity panel) stops it within one network evaluation.
+from `layers`, the steering clicks from `steer`. Sampling runs in a napari worker with a napari
+progress bar; Cancel (or the task's cancel button in napari's activity panel) stops it within
+one network evaluation.
+
+Steering (`steer`): after a result, every change of the image's 'constraints' points draws
+the last request again given them (`Request.constraints`), in the same worker; a change while
+a run is in flight stops it and starts the newest. Results already drawn for a set of clicks
+(`steer.Drawn`) come back at once.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,6 +44,7 @@ from .engine import Outputs, sampling_job
 from .prompts import build_request, current_slice
 from .recovery import RecoveryBanner
 from .settings import DEVICES, load_defaults
+from .steer import Drawn, SteerBar, clicks_of, key_of, satisfied_text
 
 if TYPE_CHECKING:
     import napari
@@ -65,6 +73,13 @@ class SamplingWidget(QWidget):
         self._injected: tuple[Any, str] | None = None
         self._seg_cache: tuple[tuple, Any] | None = None
         self._config_cache: tuple[str, Any] | None = None
+        # steering: the last request asked for (without clicks) and its source, the results
+        # drawn for it by clicks, the clicks of the one shown; a newer change stops a run
+        self._base: tuple[Any, Any] | None = None
+        self._drawn = Drawn()
+        self._shown_key = self._running_key = None
+        self._shown_text = ""
+        self._superseded = self._restart = False
         defaults = load_defaults()
         # N and steps: the user's settings when given, else the chosen model's (`_seed_counts`)
         self._overrides = {"n_samples": defaults.n_samples, "steps": defaults.steps}
@@ -81,7 +96,8 @@ class SamplingWidget(QWidget):
 
         self.image = LayerChoice(self.viewer, (Image,), keep=lambda la: not L.is_output(la))
         self.where = LayerChoice(self.viewer, (Points, Shapes),
-                                 fixed=[("image centre", "centre"), ("last click", "click")])
+                                 fixed=[("image centre", "centre"), ("last click", "click")],
+                                 keep=lambda la: not L.is_output(la))  # not the clicks' layer
         self.scope_warning = QLabel()  # persistent while the chosen image is out of scope
         self.scope_warning.setWordWrap(True)
         self.scope_warning.setStyleSheet("QLabel { background: #5c3a00; color: #ffd27f; "
@@ -116,6 +132,7 @@ class SamplingWidget(QWidget):
         self.model_status.setWordWrap(True)
         self.run_button, self.cancel_button = QPushButton("Sample"), QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
+        self.steer = SteerBar(self.viewer)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.go_button = QPushButton()  # one click onto the chosen volume, offered when off it
@@ -142,6 +159,7 @@ class SamplingWidget(QWidget):
         box.addWidget(RecoveryBanner(self.viewer))  # restore offer after a crash
         box.addLayout(form)
         box.addWidget(_row(self.run_button, self.cancel_button))
+        box.addWidget(self.steer)
         box.addWidget(self.status)
         box.addWidget(self.go_button)
         box.addStretch(1)
@@ -156,6 +174,7 @@ class SamplingWidget(QWidget):
         self.click_to_sample.toggled.connect(self._on_click_mode)
         self.weights.edit.editingFinished.connect(self._update_model_status)
         self.device.currentTextChanged.connect(self._update_model_status)
+        self.steer.changed.connect(self.steer_again)
 
     def apply_window(self, name: str) -> None:
         """One click to a CT preset (lung, mediastinum, bone, brain) on the chosen image."""
@@ -356,7 +375,8 @@ class SamplingWidget(QWidget):
 
     # ------------------------------------------------------------------ run / cancel
     def request(self):
-        """(source layer, engine `Request`) from the current choices."""
+        """(source layer, engine `Request`) from the current choices, with the clicks of the
+        image's 'constraints' layer (steering) when it has any."""
         source = self.image.value()
         if source is None:
             raise InputError("Open an image first (File > Open, or File > Open Sample > AmbiSeg).")
@@ -366,13 +386,11 @@ class SamplingWidget(QWidget):
                             n=self.n.value(), steps=self.steps.value(), seed=self.seed.value(),
                             modality=self.modality.currentText())
         req.given_finding = not self.include_empty.isChecked()
+        req.constraints = clicks_of(self.viewer, source) or None
         return source, req
 
     def run(self):
         """Start sampling; returns the napari worker (None if it could not start)."""
-        from napari.qt.threading import create_worker
-        from napari.utils import progress
-
         if self.worker is not None:
             return self.worker
         self.go_button.setVisible(False)
@@ -384,27 +402,74 @@ class SamplingWidget(QWidget):
             self._offer_middle()
             notify_error(e)
             return None
+        self._drawn.clear()  # a new request: the results by clicks were the last one's
+        self._base = (source, replace(req, constraints=None))
+        return self._start(source, req)
+
+    def _start(self, source, req, steering: bool = False):
+        """Run `req` in a napari worker (`steering`: drawn again for changed clicks)."""
+        from napari.qt.threading import create_worker
+        from napari.utils import progress
+
         self.last_error = None
         self._stop = threading.Event()
         self._pbar = progress(total=0, desc=f"AmbiSeg: sampling {source.name}")
         key = self._model_key()
         worker = create_worker(sampling_job, lambda: self.segmenter(key), req, self._stop,
                                _start_thread=False, _ignore_errors=True)
+        clicks = self._running_key = key_of(req.constraints)
         worker.yielded.connect(self._on_progress)
-        worker.returned.connect(lambda out, s=source: self._on_result(s, out))
-        worker.errored.connect(self._on_error)
+        worker.returned.connect(lambda out, s=source, k=clicks, st=steering:
+                                self._on_result(s, out, k, st))
+        worker.errored.connect(lambda e, st=steering: self._on_error(e, st))
         worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
         self.worker = worker
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self.status.setText(f"Sampling {req.n} masks of {source.name}...")
+        count = len(clicks[0]) + len(clicks[1])
+        given = f" given {count} click{'s' * (count != 1)}" if count else ""
+        self.status.setText(f"Sampling {req.n} masks of {source.name}{given}...")
         worker.start()
         return worker
+
+    # ------------------------------------------------------------------ steering
+    def steer_again(self) -> None:
+        """The clicks changed: draw the last request again given them (`steer`), show a
+        result drawn for them before, or say why the clicks cannot be used."""
+        if self._base is None:
+            return
+        source, base = self._base
+        if source not in self.viewer.layers:
+            self.status.setText(f"'{source.name}' was closed: sample an image to steer.")
+            return
+        try:
+            clicks = clicks_of(self.viewer, source)
+        except InputError as e:  # a bad click: the core's one line; the samples stay
+            self.last_error = e
+            self.status.setText(f"Not steered: {error_text(e)}")
+            notify_error(e)
+            return
+        key = key_of(clicks)
+        if self.worker is not None:
+            if key != self._running_key:  # the newest clicks win: stop, then start them
+                self._superseded = self._restart = True
+                self._stop.set()
+            return
+        if key == self._shown_key:  # e.g. a bad click undone: the samples shown fit again
+            self.last_error = None
+            self.status.setText(self._shown_text)
+            return
+        out = self._drawn.get(key)
+        if out is not None:
+            self._show(source, out, key, steering=True, again=True)
+            return
+        self._start(source, replace(base, constraints=clicks or None), steering=True)
 
     def cancel(self) -> None:
         """Stop the running job (the core stops within one network evaluation)."""
         if self._stop is not None:
+            self._superseded = self._restart = False
             self._stop.set()
             self.status.setText("Cancelling...")
 
@@ -420,42 +485,58 @@ class SamplingWidget(QWidget):
         if event["text"] and pbar.desc != text:
             pbar.set_description(text)
 
-    def _on_result(self, source, out: Outputs) -> None:
+    def _on_result(self, source, out: Outputs, key=((), ()), steering: bool = False) -> None:
         if source not in self.viewer.layers:
             self.status.setText("The image was closed while sampling; results dropped.")
             return
+        if self._base is not None and self._base[0] is source:
+            self._drawn.put(key, out)
+        self._show(source, out, key, steering)
+
+    def _show(self, source, out: Outputs, key, steering: bool = False,
+              again: bool = False) -> None:
+        """Put `out` into the viewer and say what it is (`again`: drawn before, from
+        `steer.Drawn`); a steered result leaves the viewer on the slice the user clicks on."""
         t0 = time.perf_counter()
         active = self.viewer.layers.selection.active
         L.replace_outputs(self.viewer, source, out)
         if active is not None and active in self.viewer.layers:
             self.viewer.layers.selection.active = active  # new layers do not steal the focus
         self.last_display_s = time.perf_counter() - t0  # GUI-thread time to show the results
-        self.last_outputs = out
-        if out.start is not None and _off(self.viewer, source, out.start):
+        self.last_outputs, self._shown_key = out, key
+        if not steering and out.start is not None and _off(self.viewer, source, out.start):
             go_to_slice(self.viewer, source, out.start)  # the slice the samples start from
         scope = self.model_scope()
         out_of_scope = scope is not None and layer_scope_warnings(
             scope, layer_record(source, METADATA_KEY), rgb=bool(getattr(source, "rgb", False)))
         caution = "Outside the model's scope (see the warning above): " if out_of_scope else ""
-        self.status.setText(caution + result_text(out))
+        steered = satisfied_text(out)
+        if again:  # from `steer.Drawn`: what drawing again would give
+            steered = f"As drawn before: {steered}" if steered else "As drawn before, no clicks:"
+        self._shown_text = caution + (steered + " " if steered else "") + result_text(out)
+        self.status.setText(self._shown_text)
+        self.steer.attach(source)
         self.sampled.emit(out)
 
-    def _on_error(self, exc: BaseException) -> None:
+    def _on_error(self, exc: BaseException, steering: bool = False) -> None:
         from napari.utils.notifications import show_info
 
         self.last_error = exc
         if isinstance(exc, Cancelled):
+            if self._superseded:
+                return  # stopped for newer clicks: they start when this run has ended
             self.status.setText("Cancelled.")
             show_info("AmbiSeg: sampling cancelled")
         else:
-            self.status.setText(f"Failed: {error_text(exc)}")
+            self.status.setText(f"{'Not steered' if steering else 'Failed'}: {error_text(exc)}")
             notify_error(exc)
 
     def _on_aborted(self) -> None:
         if self._stop is not None:
             self._stop.set()  # napari's task "cancel": stop the helper thread too
         self.last_error = Cancelled("sampling cancelled")
-        self.status.setText("Cancelled.")
+        if not self._superseded:
+            self.status.setText("Cancelled.")
 
     def _on_finished(self) -> None:
         if self._pbar is not None:
@@ -463,11 +544,15 @@ class SamplingWidget(QWidget):
         self._pbar, self.worker = None, None
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+        restart, self._superseded, self._restart = self._restart, False, False
         self.done.emit()
+        if restart:
+            self.steer_again()  # the clicks that stopped this run
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt naming
         self.cancel()
         self._on_click_mode(False)
+        self.steer.detach()
         super().closeEvent(event)
 
 
