@@ -320,3 +320,26 @@ def test_a_volume_click_lands_on_the_current_slice(make_napari_viewer, qtbot):
     settle(qtbot, sampler)
     assert "outside the sampled slices 2..4" in sampler.status.text()
     assert sampler.status.text().startswith("Not steered:")
+
+
+def test_the_dock_from_the_plugins_menu_steers(make_napari_viewer, qtbot):
+    """Docks opened from the Plugins menu see the viewer through napari's PublicOnlyProxy."""
+    viewer = make_napari_viewer()
+    source = viewer.add_image(image(), name="ct")
+    _, sampler = viewer.window.add_plugin_dock_widget("napari-ambiseg", "Sample segmentations")
+    seg = Steerable()
+    sampler.set_segmenter(seg, "stand-in")
+    with qtbot.waitSignal(sampler.done, timeout=30_000):
+        sampler.run()
+    before = masks_of(viewer, source)
+    sampler.steer.buttons[S.INCLUDE].click()
+    assert sampler.steer.buttons[S.INCLUDE].isChecked()
+    layer = S.constraints_layer(viewer, source)
+    click(sampler, layer, source, RIM)
+    settle(qtbot, sampler)
+    assert seg.calls[-1]["constraints"].include == (RIM,)
+    viewer.layers.selection.active = source
+    assert not sampler.steer.buttons[S.INCLUDE].isChecked()  # clicks go elsewhere now
+    viewer.layers.remove(layer)
+    settle(qtbot, sampler)
+    np.testing.assert_array_equal(masks_of(viewer, source), before)

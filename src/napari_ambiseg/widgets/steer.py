@@ -6,7 +6,8 @@ green discs, exclude points red crosses (their kind in the feature column 'kind'
 *Exclude* put that layer in napari's own add mode with the chosen kind, so a click adds a point
 at the clicked pixel (on the viewer's current slice of a volume); napari's select mode moves
 and deletes them (Delete). Every change of the points (add, move, delete, undo) is committed
-once the points rest for `DEBOUNCE_MS` and announced by `SteerBar.changed`; the dock then
+and announced by `SteerBar.changed` once napari has finished it (a move once the point rests
+for `DEBOUNCE_MS`); the dock then
 draws its last request again given the clicks (`constraints_of`: pixel indices of the source,
 `constraints.Constraints`). The *Steer* row and Ctrl+Z / Ctrl+Shift+Z on the layer undo and
 redo its changes (napari's Points layer keeps no history of its own; the shortcuts are the
@@ -34,6 +35,7 @@ from ..constraints import Constraints
 from ..layer_contract import METADATA_KEY, OUTPUT_KEY, layer_record, spatial_shape
 from . import layers as L
 from .prompts import world_to_source
+from .recovery import _key
 
 LAYER_NAME = "constraints"
 OUTPUT_KIND = "constraints"  # the layer's output record's kind (found by it, not its name)
@@ -43,7 +45,7 @@ KINDS = (INCLUDE, EXCLUDE)
 COLORS = {INCLUDE: "#2ee82e", EXCLUDE: "#ff3030"}
 SYMBOLS = {INCLUDE: "disc", EXCLUDE: "x"}  # told apart without colour too
 POINT_SIZE = 3.0  # data pixels
-DEBOUNCE_MS = 120  # a change is committed when the points rest this long (a drag moves often)
+DEBOUNCE_MS = 120  # a moved point is committed when it rests this long (a drag moves often)
 
 State = tuple[tuple[tuple[float, ...], ...], tuple[str, ...]]  # (points, kinds)
 Key = tuple[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], ...]]
@@ -221,7 +223,7 @@ class Drawn:
 class SteerBar(QWidget):
     """The dock's *Steer* row: Include / Exclude (napari's add mode on the 'constraints'
     layer with that kind; click the checked one again to stop), Undo, Clear. `changed` fires
-    when the points changed and rested (`DEBOUNCE_MS`)."""
+    once a change of the points is complete (`_on_data`)."""
 
     changed = Signal()
 
@@ -234,12 +236,12 @@ class SteerBar(QWidget):
         self.kind = INCLUDE
         self.timer = QTimer(self)
         self.timer.setSingleShot(True)
-        self.timer.setInterval(DEBOUNCE_MS)
         self.timer.timeout.connect(self._commit)
         self.buttons = {INCLUDE: QPushButton("Include"), EXCLUDE: QPushButton("Exclude")}
         for kind, b in self.buttons.items():
             b.setCheckable(True)
-            b.setStyleSheet(f"QPushButton:checked {{ color: {COLORS[kind]}; font-weight: bold; }}")
+            b.setStyleSheet(f"QPushButton:checked {{ background-color: {COLORS[kind]}; "
+                            "color: black; font-weight: bold; }")
             b.clicked.connect(lambda on, k=kind: self.choose(k if on else None))
         self.buttons[INCLUDE].setToolTip(
             "Click on the image where the finding must be (green): the samples are drawn "
@@ -272,7 +274,7 @@ class SteerBar(QWidget):
         self._watch(constraints_layer(self.viewer, source))
 
     def _watch(self, layer) -> None:
-        if layer is self.layer:
+        if same(layer, self.layer):
             return
         if self.layer is not None:
             self.layer.events.data.disconnect(self._on_data)
@@ -286,7 +288,7 @@ class SteerBar(QWidget):
 
     def ensure_layer(self):
         """The source's constraints layer, added if there is none."""
-        if self.layer is None or self.layer not in self.viewer.layers:
+        if self.layer is None or not any(same(self.layer, la) for la in self.viewer.layers):
             self.layer = None
             self._watch(constraints_layer(self.viewer, self.source)
                         or add_constraints_layer(self.viewer, self.source))
@@ -342,8 +344,11 @@ class SteerBar(QWidget):
 
     # -------------------------------------------------------------- events
     def _on_data(self, event) -> None:
-        if str(getattr(event, "action", "")) in ("added", "removed", "changed"):
-            self.timer.start()  # restarted by every change: committed once they rest
+        action = str(getattr(event, "action", ""))
+        if action in ("added", "removed"):  # committed once napari has finished the change
+            self.timer.start(0)
+        elif action == "changed":  # a drag moves the point often: committed once it rests
+            self.timer.start(DEBOUNCE_MS)
 
     def _commit(self) -> None:
         if self.history is not None and self.layer is not None:
@@ -351,20 +356,26 @@ class SteerBar(QWidget):
         self.changed.emit()
 
     def _on_removed(self, event) -> None:
-        if event.value is self.layer:  # the clicks are gone: as if all were deleted
+        if self.layer is not None and same(event.value, self.layer):  # the clicks are gone: as if all were deleted
             self._watch(None)
             self.changed.emit()
 
     def _sync(self, *_) -> None:
         """The buttons show whether a click adds a point now, and of which kind."""
         layer = self.layer
-        adding = (layer is not None and self.viewer.layers.selection.active is layer
+        adding = (layer is not None and same(self.viewer.layers.selection.active, layer)
                   and str(layer.mode) == "add")
         kind = str(layer.feature_defaults[KIND][0]) if adding else None
         for k, b in self.buttons.items():
             b.setChecked(adding and k == kind)
         self.undo_button.setEnabled(layer is not None)
         self.clear_button.setEnabled(layer is not None)
+
+
+def same(a, b) -> bool:
+    """The same napari object, seen directly or through napari's PublicOnlyProxy (docks
+    opened from the Plugins menu get proxies; events carry the objects themselves)."""
+    return _key(a) == _key(b)
 
 
 def _bind_undo(layer, undo: Callable, redo: Callable) -> None:
