@@ -22,7 +22,7 @@ Reported per click count (0..`--clicks`): Dice of mode 1 and of the best of N sa
 target reader, the share of samples satisfying the clicks (`Constraints.satisfied`), the
 diversity left (mean 1 - IoU over distinct pairs of samples), and the median in-process time
 of one steered request (N masks x the model's steps; `SampleResult.timings["total"]`).
-`--method radius=R,restarts=K,restart_steps=S,pin=0|1` sets `Constraints`' steering knobs
+`--method radius=R,restarts=K,restart_steps=S,pin=0|1,rounds=M` sets `Constraints`' knobs
 (default: the shipped ones); several `--method` give one table each (how the method was
 chosen). `--write-doc` writes the tables into docs/benchmarks.md, section "steer_clicks".
 """
@@ -89,7 +89,7 @@ def constraints_of(clicks, method: dict) -> Constraints:
 def parse_method(text: str) -> dict:
     """'radius=2,restarts=1' -> Constraints keyword arguments."""
     kinds = {"radius": float, "restarts": int, "restart_steps": int,
-             "pin": lambda v: bool(int(v))}
+             "pin": lambda v: bool(int(v)), "rounds": int}
     out = {}
     for item in filter(None, text.split(",")):
         key, _, value = item.partition("=")
@@ -102,7 +102,8 @@ def parse_method(text: str) -> dict:
 def method_text(method: dict) -> str:
     c = Constraints(**method)
     return (f"radius {c.radius:g} model px, {c.restarts} restart(s) of {c.restart_steps} steps, "
-            f"clicked include pixels {'pinned' if c.pin else 'not pinned'}")
+            f"clicked include pixels {'pinned' if c.pin else 'not pinned'}, up to {c.rounds} "
+            f"round(s) of N")
 
 
 def forced(mask: np.ndarray, c: Constraints) -> np.ndarray:
@@ -146,7 +147,8 @@ class Case:
                          "best": max(dice(m, self.target) for m in res.masks),
                          "satisfied": 1.0 if sat is None else sat,
                          "diversity": diversity(res.masks),
-                         "seconds": res.timings["total"] if k and clicks else None})
+                         "seconds": res.timings["total"] if k and clicks else None,
+                         "drawn": res.drawn or self.n})
         return rows
 
     def rejection(self, clicks_max: int, method: dict) -> list[dict]:
@@ -189,10 +191,15 @@ def _mean(rows, key):
     return float(np.mean(vals)) if vals else float("nan")
 
 
+def _median(rows, key):
+    return float(np.median([r[key] for r in rows]))
+
+
 def table(results: dict, clicks_max: int) -> list[str]:
-    lines = ["| clicks | steered: mode-1 Dice | best of N | satisfied | diversity | latency "
-             "(median) | rejection: mode-1 Dice | kept | none kept | one mask: Dice |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| clicks | steered: mode-1 Dice mean (median) | best of N | satisfied | diversity "
+             "| latency (median) | drawn | rejection: mode-1 Dice | kept | none kept | one "
+             "mask: Dice |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for k in range(clicks_max + 1):
         s = [r[k] for r in results["steered"]]
         j = [r[k] for r in results["rejection"]]
@@ -200,8 +207,9 @@ def table(results: dict, clicks_max: int) -> list[str]:
         secs = [r["seconds"] for r in s if r["seconds"] is not None]
         lat = f"{np.median(secs):.3f} s" if secs else "-"
         lines.append(
-            f"| {k} | {_mean(s, 'dice'):.3f} | {_mean(s, 'best'):.3f} | "
-            f"{100 * _mean(s, 'satisfied'):.1f}% | {_mean(s, 'diversity'):.3f} | {lat} | "
+            f"| {k} | {_mean(s, 'dice'):.3f} ({_median(s, 'dice'):.3f}) | "
+            f"{_mean(s, 'best'):.3f} | {100 * _mean(s, 'satisfied'):.1f}% | "
+            f"{_mean(s, 'diversity'):.3f} | {lat} | {_mean(s, 'drawn'):.1f} | "
             f"{_mean(j, 'dice'):.3f} | {100 * _mean(j, 'satisfied'):.1f}% | "
             f"{100 * _mean(j, 'none_kept'):.1f}% | {_mean(o, 'dice'):.3f} |")
     return lines

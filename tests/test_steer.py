@@ -2,6 +2,7 @@
 sampler, the segmenter, the volume sampler and the result."""
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 import napari_ambiseg
-from napari_ambiseg.constraints import Constraints
+from napari_ambiseg.constraints import Constraints, pick
 from napari_ambiseg.diffusion import Schedule, sample_masks
 from napari_ambiseg.diffusion.sampler import Known, grid_order
 from napari_ambiseg.errors import InputError
@@ -178,6 +179,30 @@ def test_an_include_click_means_a_finding_and_the_result_records_it():
     seg.sample(image, 8, 2, seed=1, center=(16, 16), given_finding=False,
                constraints=Constraints(exclude=[(16, 16)]))
     assert calls == []
+
+
+def test_rounds_replace_the_samples_that_miss_a_click():
+    assert pick([0, 1, 0, 1, 1, 0], 3).tolist() == [1, 3, 4]
+    assert pick([0, 1, 0, 0], 3).tolist() == [0, 1, 2]  # too few: the first others fill up
+    seg, image = _segmenter(), _image()
+    c = Constraints(include=[(16, 16)], exclude=[(10, 10)])
+    one = seg.sample(image, 8, 2, seed=4, center=(16, 16), constraints=c)
+    more = seg.sample(image, 8, 2, seed=4, center=(16, 16), constraints=replace(c, rounds=3))
+    assert one.drawn == 8 and one.summary()["constraints"]["drawn"] == 8
+    assert 3 <= one.satisfies.sum() < more.satisfies.sum() and more.drawn in (16, 24)
+    assert more.n == 8 and more.summary()["constraints"]["drawn"] == more.drawn
+    kept = {m.tobytes() for m in more.masks}
+    assert all(m.tobytes() in kept for m in one.masks[one.satisfies])  # the first round's stay
+    # a slab draws its rounds as whole slabs
+    seg = _segmenter(existence_bias=0.0, neighbour_conditioning=True, neighbour_steps=1)
+    vol = _volume(4)
+    req = Request(vol, Prompt(center=(16, 16), z=1), n=8, steps=2, seed=4, volume=True,
+                  slices=[0, 3], constraints=Constraints(include=[(1, 16, 16)],
+                                                         exclude=[(1, 10, 10)], rounds=3))
+    slab = sample_request(seg, req)
+    first = sample_request(seg, replace(req, constraints=replace(req.constraints, rounds=1)))
+    assert slab.masks.shape == first.masks.shape and slab.drawn >= first.drawn
+    assert slab.satisfies.sum() >= first.satisfies.sum()
 
 
 def test_without_a_prompt_the_model_looks_around_the_include_clicks():

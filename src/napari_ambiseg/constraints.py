@@ -37,12 +37,14 @@ from scipy import ndimage
 
 from .errors import InputError
 
-__all__ = ["Constraints", "RADIUS", "RESTARTS", "RESTART_STEPS", "PIN"]
+__all__ = ["Constraints", "RADIUS", "RESTARTS", "RESTART_STEPS", "PIN", "ROUNDS", "pick"]
 
 RADIUS = 2.0   # model pixels (~1.4 mm at 0.7 mm/pixel): chosen on LIDC (docs/benchmarks.md)
 RESTARTS = 0   # times the last RESTART_STEPS steps are run again around the completed estimate
 RESTART_STEPS = 3
 PIN = False    # the clicked pixels themselves also set in the returned masks
+ROUNDS = 1     # draws of N at most: samples that miss a click are replaced from the next
+ROUND_SEED = 1_000_003  # round r is drawn with seed + r * ROUND_SEED
 AREA_SHARE = 0.95  # painted areas: share of their pixels that must be inside / outside
 
 Point = tuple[int, ...]
@@ -81,6 +83,7 @@ class Constraints:
     restarts: int = RESTARTS
     restart_steps: int = RESTART_STEPS
     pin: bool = PIN
+    rounds: int = ROUNDS
 
     def __post_init__(self):
         inc, exc = _points(self.include, "include"), _points(self.exclude, "exclude")
@@ -96,8 +99,9 @@ class Constraints:
         if len(dims) > 1:
             raise InputError("include and exclude points mix (y, x) and (z, y, x): give all "
                              "on the image's axes")
-        if self.radius < 0 or self.restarts < 0 or self.restart_steps < 1:
-            raise InputError("the click radius and restarts must be >= 0, restart steps >= 1")
+        if self.radius < 0 or self.restarts < 0 or self.restart_steps < 1 or self.rounds < 1:
+            raise InputError("the click radius and restarts must be >= 0, restart steps and "
+                             "rounds >= 1")
 
     @property
     def ndim(self) -> int | None:
@@ -141,7 +145,8 @@ class Constraints:
             None if self.include_mask is None or not 0 <= z < len(self.include_mask)
             else self.include_mask[z],
             None if self.exclude_mask is None or not 0 <= z < len(self.exclude_mask)
-            else self.exclude_mask[z], self.radius, self.restarts, self.restart_steps, self.pin)
+            else self.exclude_mask[z], self.radius, self.restarts, self.restart_steps, self.pin,
+            self.rounds)
 
     def includes_on(self, z: int | None = None) -> bool:
         """An include click (or painted include) on slice z (2D: at all)."""
@@ -284,7 +289,16 @@ class Constraints:
         return {"include": [list(p) for p in self.include],
                 "exclude": [list(p) for p in self.exclude], **area,
                 "radius_px": float(self.radius), "restarts": int(self.restarts),
-                "restart_steps": int(self.restart_steps), "pin": bool(self.pin)}
+                "restart_steps": int(self.restart_steps), "pin": bool(self.pin),
+                "rounds": int(self.rounds)}
+
+
+def pick(satisfies: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the n samples kept from a pool drawn in rounds: those that satisfy the
+    constraints first, then the others, each in draw order; returned in draw order."""
+    satisfies = np.asarray(satisfies, bool)
+    order = np.concatenate([np.flatnonzero(satisfies), np.flatnonzero(~satisfies)])
+    return np.sort(order[:n])
 
 
 def _model_xy(p: Point, region, size: int) -> tuple[float, float]:

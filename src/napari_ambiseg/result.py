@@ -73,6 +73,7 @@ class SampleResult:
     # (`constraints.Constraints`) and which samples satisfy them ((N,) bool)
     constraints: Any = None
     satisfies: np.ndarray | None = None
+    drawn: int | None = None  # samples drawn to keep these n (rounds, `constraints`)
 
     @classmethod
     def from_masks(cls, masks: np.ndarray, bounds, steps: int, seed: int,
@@ -103,10 +104,12 @@ class SampleResult:
     def finding_text(self) -> str:
         return finding_text(self.finding_probability, self.conditional)
 
-    def steered(self, constraints, satisfies: np.ndarray) -> None:
-        """Record the constraints the samples were drawn given and which satisfy them."""
+    def steered(self, constraints, satisfies: np.ndarray, drawn: int | None = None) -> None:
+        """Record the constraints the samples were drawn given, which satisfy them and how
+        many samples were drawn to keep these."""
         self.constraints = constraints
         self.satisfies = np.asarray(satisfies, bool)
+        self.drawn = self.n if drawn is None else int(drawn)
 
     @property
     def constraints_satisfied(self) -> float | None:
@@ -174,7 +177,8 @@ class SampleResult:
                 "conditional": self.conditional, "start": self.start,
                 "slice_probabilities": (None if self.slice_probabilities is None else
                                         [round(float(v), 4) for v in self.slice_probabilities]),
-                "constraints": None if self.constraints is None else self.constraints.to_dict(),
+                "constraints": (None if self.constraints is None else
+                                self.constraints.to_dict() | {"drawn": self.drawn}),
                 "constraints_satisfied": None if share is None else round(share, 4),
                 "satisfying_samples": (None if self.satisfies is None else
                                        np.flatnonzero(self.satisfies).tolist())}

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .config import COHERENT, PER_SLICE, ModelConfig, sampling_counts
-from .constraints import Constraints
+from .constraints import ROUND_SEED, Constraints, pick
 from .device import autocast, resolve_device
 from .diffusion import Denoiser, Schedule, sample_masks
 from .diffusion.sampler import Known
@@ -384,19 +384,32 @@ class Segmenter:
         check_image_2d(image)  # bad input is reported before any work
         if constraints:
             constraints.check(np.shape(image)[:2])
-        (one,) = self.sample_slices(
-            [image], [0], [(center, box)], n, steps, seed, spacing=spacing, modality=modality,
-            sampler=sampler, progress=progress, should_stop=should_stop,
-            given_finding=given_finding, constraints=constraints or None)
+        inplane = tuple(spacing)[-2:] if spacing is not None else None
+        pool, satisfies = [], []
+        for r in range(constraints.rounds if constraints else 1):
+            if r and sum(s.sum() for s in satisfies) >= n:
+                break
+            (one,) = self.sample_slices(
+                [image], [0], [(center, box)], n, steps, seed + r * ROUND_SEED,
+                spacing=spacing, modality=modality, sampler=sampler, progress=progress,
+                should_stop=should_stop, given_finding=given_finding,
+                constraints=constraints or None)
+            pool.append(one.masks)
+            if constraints:
+                satisfies.append(constraints.satisfied(one.masks, spacing=inplane))
+        masks = pool[0]
+        if constraints:
+            masks, satisfies = np.concatenate(pool), np.concatenate(satisfies)
+            keep = pick(satisfies, n)
+            masks, satisfies = masks[keep], satisfies[keep]
         t1 = time.perf_counter()
         given = given_finding or bool(constraints and constraints.has_include)
         conditional = given and one.finding_probability is not None
-        inplane = tuple(spacing)[-2:] if spacing is not None else None
         result = SampleResult.from_masks(
-            one.masks, one.bounds, steps, seed, mode_min_iou, spacing=inplane,
+            masks, one.bounds, steps, seed, mode_min_iou, spacing=inplane,
             finding_probability=one.finding_probability, conditional=conditional)
         if constraints:
-            result.steered(constraints, constraints.satisfied(one.masks, spacing=inplane))
+            result.steered(constraints, satisfies, drawn=n * len(pool))
         result.timings = {"sample": t1 - t0, "postprocess": time.perf_counter() - t1,
                           "total": time.perf_counter() - t0}
         return result

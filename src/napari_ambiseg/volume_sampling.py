@@ -39,13 +39,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from .config import COHERENT, PER_SLICE, sampling_counts
-from .constraints import Constraints
+from .constraints import ROUND_SEED, Constraints, pick
 from .errors import Cancelled, InputError
 from .existence import envelope, peak_slice, sample_draws
 from .result import SampleResult
@@ -360,15 +360,47 @@ def sample_volume(seg, req: Request, progress: Progress | None = None,
         finding_probability=None if plan is None else plan.probability,
         conditional=plan is not None and (req.given_finding or start in plan.included),
         slice_probabilities=None if plan is None else [plan.p.get(z) for z in zs])
+    more_s = 0.0
     if req.constraints:
         result.steered(req.constraints, req.constraints.satisfied(
             result.masks, z0=zs[0], spacing=_spacing(req.spacing, 3)))
+        result, more_s = _more_rounds(seg, req, result, progress, should_stop)
     _ = result.sizes  # measured here, in the worker
     t2 = time.perf_counter()
-    result.timings = {"sample": run.network_s, "prepare_and_plan": t1 - t0 - run.network_s,
+    result.timings = {"sample": run.network_s + more_s,
+                      "prepare_and_plan": t1 - t0 - run.network_s,
                       "postprocess": t2 - t1, "total": t2 - t0,
                       "per_slice": (t2 - t0) / len(zs)}
     return result
+
+
+def _more_rounds(seg, req: Request, result: SampleResult, progress, should_stop):
+    """(result, seconds of the further rounds): a slice range's samples that miss a click
+    replaced from further rounds of the slab (`Constraints.rounds`, seeds
+    `seed + r * ROUND_SEED`); a followed finding keeps its one round (its extent differs
+    from draw to draw)."""
+    c, n = req.constraints, result.n
+    if req.propagate or c.rounds < 2 or result.satisfies.sum() >= n:
+        return result, 0.0
+    masks, satisfies, seconds = [result.masks], [result.satisfies], 0.0
+    once = replace(c, rounds=1)
+    for r in range(1, c.rounds):
+        more = sample_volume(seg, replace(req, seed=req.seed + r * ROUND_SEED, constraints=once),
+                             progress, should_stop)
+        masks.append(more.masks)
+        satisfies.append(more.satisfies)
+        seconds += more.timings.get("sample", 0.0)
+        if sum(s.sum() for s in satisfies) >= n:
+            break
+    satisfies = np.concatenate(satisfies)
+    keep = pick(satisfies, n)
+    out = SampleResult.from_masks(
+        np.concatenate(masks)[keep], result.bounds, result.steps, result.seed,
+        **{k: getattr(result, k) for k in ("z0", "key", "spacing", "method",
+                                           "finding_probability", "conditional",
+                                           "slice_probabilities")})
+    out.steered(c, satisfies[keep], drawn=n * len(masks))
+    return out, seconds
 
 
 def _spacing(spacing, ndim: int) -> tuple[float, ...] | None:
