@@ -60,6 +60,9 @@ def test_points_round_to_pixels_and_mixed_axes_are_refused():
     assert not Constraints() and Constraints().ndim is None
     with pytest.raises(InputError, match="mix"):
         Constraints(include=[(1, 2)], exclude=[(1, 2, 3)])
+    layer = Constraints.from_points([[2.0, 5.2, 4.8], [3, 1, 1], [4, 6, 6]], [True, False, True])
+    assert layer.include == ((2, 5, 5), (4, 6, 6)) and layer.exclude == ((3, 1, 1),)
+    assert not Constraints.from_points(np.zeros((0, 2)), [])
     v = Constraints(include=[(2, 5, 5), (4, 6, 6)], exclude=[(3, 1, 1)])
     assert v.slices() == [2, 3, 4] and v.slices(include_only=True) == [2, 4]
     assert v.plane(2).include == ((5, 5),) and not v.plane(3).include and v.plane(3).exclude

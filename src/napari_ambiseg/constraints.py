@@ -103,6 +103,15 @@ class Constraints:
             raise InputError("the click radius and restarts must be >= 0, restart steps and "
                              "rounds >= 1")
 
+    @classmethod
+    def from_points(cls, points, include, **knobs) -> Constraints:
+        """From a Points layer's data (K, 2) or (K, 3) in the image's data coordinates and
+        one flag per point (True: include, False: exclude), e.g. a "sign" feature column."""
+        a = np.asarray(points, dtype=float)
+        a = a.reshape(len(a), -1) if a.size else np.zeros((0, 2))
+        flags = np.broadcast_to(np.asarray(include, bool), (len(a),))
+        return cls(a[flags], a[~flags], **knobs)
+
     @property
     def ndim(self) -> int | None:
         """2 for (y, x) points, 3 for (z, y, x), None when empty."""
