@@ -343,3 +343,19 @@ def test_the_dock_from_the_plugins_menu_steers(make_napari_viewer, qtbot):
     viewer.layers.remove(layer)
     settle(qtbot, sampler)
     np.testing.assert_array_equal(masks_of(viewer, source), before)
+
+
+def test_the_status_line_of_a_steered_result():
+    from types import SimpleNamespace
+
+    from napari_ambiseg.constraints import Constraints
+
+    c = Constraints(include=[(3, 4), (5, 6)], exclude=[(9, 9)])
+    ok = np.array([True] * 14 + [False] * 2)
+    assert S.satisfied_text(SimpleNamespace(constraints=c, satisfies=ok, drawn=16)) == (
+        "14 of 16 samples satisfy the 3 clicks (2 include, 1 exclude).")
+    assert S.satisfied_text(SimpleNamespace(constraints=c, satisfies=ok, drawn=32)) == (
+        "14 of 16 samples satisfy the 3 clicks (2 include, 1 exclude; 32 drawn).")
+    assert S.satisfied_text(SimpleNamespace(constraints=None, satisfies=None)) == ""
+    assert S.key_of(Constraints(include=[(5, 6), (3, 4.2)])) == S.key_of(
+        Constraints(include=[(3, 4), (5, 6)]))  # the same pixels, in any order

@@ -73,9 +73,9 @@ class SamplingWidget(QWidget):
         self._injected: tuple[Any, str] | None = None
         self._seg_cache: tuple[tuple, Any] | None = None
         self._config_cache: tuple[str, Any] | None = None
-        # steering: the last request asked for (without clicks) and its source, the results
-        # drawn for it by clicks, the clicks of the one shown; a newer change stops a run
-        self._base: tuple[Any, Any] | None = None
+        # steering: the last request asked for (source, request without clicks, model), the
+        # results drawn for it by clicks, the clicks of the one shown; a newer change stops a run
+        self._base: tuple[Any, Any, tuple] | None = None
         self._drawn = Drawn()
         self._shown_key = self._running_key = None
         self._shown_text = ""
@@ -403,19 +403,19 @@ class SamplingWidget(QWidget):
             notify_error(e)
             return None
         self._drawn.clear()  # a new request: the results by clicks were the last one's
-        self._base = (source, replace(req, constraints=None))
-        return self._start(source, req)
+        self._base = (source, replace(req, constraints=None), self._model_key())
+        return self._start(source, req, self._base[2])
 
-    def _start(self, source, req, steering: bool = False):
-        """Run `req` in a napari worker (`steering`: drawn again for changed clicks)."""
+    def _start(self, source, req, model: tuple, steering: bool = False):
+        """Run `req` with the `model` (weights, device) in a napari worker (`steering`: drawn
+        again for changed clicks)."""
         from napari.qt.threading import create_worker
         from napari.utils import progress
 
         self.last_error = None
         self._stop = threading.Event()
         self._pbar = progress(total=0, desc=f"AmbiSeg: sampling {source.name}")
-        key = self._model_key()
-        worker = create_worker(sampling_job, lambda: self.segmenter(key), req, self._stop,
+        worker = create_worker(sampling_job, lambda: self.segmenter(model), req, self._stop,
                                _start_thread=False, _ignore_errors=True)
         clicks = self._running_key = key_of(req.constraints)
         worker.yielded.connect(self._on_progress)
@@ -439,7 +439,7 @@ class SamplingWidget(QWidget):
         result drawn for them before, or say why the clicks cannot be used."""
         if self._base is None:
             return
-        source, base = self._base
+        source, base, model = self._base
         if source not in self.viewer.layers:
             self.status.setText(f"'{source.name}' was closed: sample an image to steer.")
             return
@@ -464,7 +464,7 @@ class SamplingWidget(QWidget):
         if out is not None:
             self._show(source, out, key, steering=True, again=True)
             return
-        self._start(source, replace(base, constraints=clicks or None), steering=True)
+        self._start(source, replace(base, constraints=clicks or None), model, steering=True)
 
     def cancel(self) -> None:
         """Stop the running job (the core stops within one network evaluation)."""

@@ -123,10 +123,8 @@ def constraints_of(viewer, layer, source) -> Constraints:
     read (the core's message)."""
     if layer is None or len(layer.data) == 0:
         return Constraints()
-    kinds = kinds_of(layer)
     pixels = [world_to_source(viewer, source, layer.data_to_world(p)) for p in layer.data]
-    return Constraints(include=[p for p, k in zip(pixels, kinds) if k == INCLUDE],
-                       exclude=[p for p, k in zip(pixels, kinds) if k == EXCLUDE])
+    return Constraints.from_points(pixels, [k == INCLUDE for k in kinds_of(layer)])
 
 
 def clicks_of(viewer, source) -> Constraints:
@@ -146,13 +144,17 @@ def key_of(c: Constraints | None) -> Key:
 
 
 def satisfied_text(out) -> str:
-    """"14 of 16 samples satisfy the 2 clicks (1 include, 1 exclude)." ('' unsteered)."""
+    """"14 of 16 samples satisfy the 2 clicks (1 include, 1 exclude)." ('' unsteered; with
+    "; 32 drawn" when the core drew more rounds of samples to keep these)."""
     c, ok = getattr(out, "constraints", None), getattr(out, "satisfies", None)
     if not c or ok is None:
         return ""
     clicks = len(c.include) + len(c.exclude)
     parts = ", ".join(f"{len(p)} {name}" for name, p in (("include", c.include),
                                                          ("exclude", c.exclude)) if p)
+    drawn = getattr(out, "drawn", None)
+    if drawn and drawn > len(ok):
+        parts += f"; {drawn} drawn"
     what = "the click" if clicks == 1 else f"the {clicks} clicks"
     return f"{int(np.sum(ok))} of {len(ok)} samples satisfy {what} ({parts})."
 
@@ -356,8 +358,8 @@ class SteerBar(QWidget):
         self.changed.emit()
 
     def _on_removed(self, event) -> None:
-        if self.layer is not None and same(event.value, self.layer):  # the clicks are gone: as if all were deleted
-            self._watch(None)
+        if self.layer is not None and same(event.value, self.layer):
+            self._watch(None)  # the clicks are gone: as if every one was deleted
             self.changed.emit()
 
     def _sync(self, *_) -> None:
