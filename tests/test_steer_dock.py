@@ -343,6 +343,8 @@ def test_the_dock_from_the_plugins_menu_steers(make_napari_viewer, qtbot):
     viewer.layers.remove(layer)
     settle(qtbot, sampler)
     np.testing.assert_array_equal(masks_of(viewer, source), before)
+    viewer.layers.remove(source)  # the image closed: nothing to steer till the next result
+    assert not sampler.steer.isEnabled()
 
 
 def test_the_status_line_of_a_steered_result():

@@ -45,6 +45,7 @@ KINDS = (INCLUDE, EXCLUDE)
 COLORS = {INCLUDE: "#2ee82e", EXCLUDE: "#ff3030"}
 SYMBOLS = {INCLUDE: "disc", EXCLUDE: "x"}  # told apart without colour too
 POINT_SIZE = 3.0  # data pixels
+WAITING = "Sample first: then include / exclude clicks steer the samples."
 DEBOUNCE_MS = 120  # a moved point is committed when it rests this long (a drag moves often)
 
 State = tuple[tuple[tuple[float, ...], ...], tuple[str, ...]]  # (points, kinds)
@@ -265,7 +266,7 @@ class SteerBar(QWidget):
         viewer.layers.events.removed.connect(self._on_removed)
         viewer.layers.selection.events.active.connect(self._sync)
         self.setEnabled(False)
-        self.setToolTip("Sample first: then include / exclude clicks steer the samples.")
+        self.setToolTip(WAITING)
 
     # -------------------------------------------------------------- which layer
     def attach(self, source) -> None:
@@ -361,6 +362,10 @@ class SteerBar(QWidget):
         if self.layer is not None and same(event.value, self.layer):
             self._watch(None)  # the clicks are gone: as if every one was deleted
             self.changed.emit()
+        elif self.source is not None and same(event.value, self.source):
+            self.source = None  # nothing to steer until the next result
+            self.setEnabled(False)
+            self.setToolTip(WAITING)
 
     def _sync(self, *_) -> None:
         """The buttons show whether a click adds a point now, and of which kind."""
