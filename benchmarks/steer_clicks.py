@@ -20,8 +20,9 @@ Three annotators, each clicking on what its own method shows:
 
 Reported per click count (0..`--clicks`): Dice of mode 1 and of the best of N samples to the
 target reader, the share of samples satisfying the clicks (`Constraints.satisfied`), the
-diversity left (mean 1 - IoU over distinct pairs of samples), and the median in-process time
-of one steered request (N masks x the model's steps; `SampleResult.timings["total"]`).
+diversity left (mean 1 - IoU over distinct pairs of samples), the median in-process time of
+one request (`SampleResult.timings["total"]`: N masks x the model's steps per round; 0 clicks:
+the unconstrained request) and the mean number of samples drawn (rounds, `Constraints`).
 `--method radius=R,restarts=K,restart_steps=S,pin=0|1,rounds=M` sets `Constraints`' knobs
 (default: the shipped ones); several `--method` give one table each (how the method was
 chosen). `--write-doc` writes the tables into docs/benchmarks.md, section "steer_clicks".
@@ -147,7 +148,7 @@ class Case:
                          "best": max(dice(m, self.target) for m in res.masks),
                          "satisfied": 1.0 if sat is None else sat,
                          "diversity": diversity(res.masks),
-                         "seconds": res.timings["total"] if k and clicks else None,
+                         "seconds": res.timings["total"] if not k or clicks else None,
                          "drawn": res.drawn or self.n})
         return rows
 
@@ -256,11 +257,12 @@ def main(argv=None) -> int:
         f"{seg.cfg.sampler.upper()} steps, slice i with seed i, given a finding; clicks at the "
         "centre of the largest error region of mode 1 against the target reader",
         "- steered: N samples drawn given the clicks (known-pixel replacement of the "
-        "x-prediction in a disk per click); rejection: the unconstrained samples that satisfy "
+        "x-prediction in a disk per click at every step; samples that miss a click replaced "
+        "from further rounds of N: `drawn`); rejection: the unconstrained samples that satisfy "
         "the clicks; one mask: their mean >= 0.5 with the clicks' disks forced",
         "- satisfied: every include in a non-speck part of the sample, no exclude inside; "
         "diversity: mean 1 - IoU over distinct pairs of samples; latency: in-process time of "
-        "one steered request",
+        "one request (0 clicks: the unconstrained one), all its rounds",
         "- targets: mode-1 Dice >= 0.85 after 2 clicks, satisfied >= 95%, latency <= 1 s",
         "", *body,
         f"- {time.perf_counter() - t0:.0f} s in all; machine: {machine()}",

