@@ -296,12 +296,14 @@ class Segmenter:
         checked before each.
         `constraints` (`constraints.Constraints`; (z, y, x) clicks, z a slice of `volume`; 2D
         ones apply to every slice): each slice's samples are drawn given its clicks (known
-        pixels at every step); an include click means a finding on its slice in every sample.
+        pixels at every step, all `steps` even beside a neighbour); an include click means a
+        finding on its slice in every sample.
         A slice prompted nowhere (no centre, no box) is looked at around its include clicks.
         """
         n, steps = self._counts(n, steps)
-        steps = self.slice_steps(steps, neighbours, exists)
         planes_of = self._steering(constraints, zs)
+        if planes_of is None or not any(planes_of):  # a clicked slice takes all the steps
+            steps = self.slice_steps(steps, neighbours, exists)
         if planes_of is not None:
             prompts = [_around_includes(c, pr) for c, pr in zip(planes_of, prompts)]
         planes, regions, x_all = self.inputs(volume, zs, prompts, spacing, modality)
