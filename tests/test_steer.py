@@ -244,6 +244,19 @@ def test_a_click_on_a_slab_slice_steers_that_slice_and_plans_a_finding_there():
                                     volume=True, slices=[1, 5], constraints=c))
 
 
+def test_a_clicked_slice_beside_a_neighbour_takes_all_the_steps():
+    seg = _segmenter(existence_bias=5.0, neighbour_conditioning=True, neighbour_steps=1)
+    _profile(seg, [0.99, 0.9, 0.9])
+    calls = _calls(seg)
+    req = Request(_volume(3), Prompt(center=(16, 16), z=0), n=4, steps=3, volume=True,
+                  slices=[0, 2])
+    sample_request(seg, req)
+    assert len(calls) == 3 + 1 + 1  # the start, then one neighbour step per slice
+    calls.clear()
+    sample_request(seg, replace(req, constraints=Constraints(exclude=[(2, 16, 16)], rounds=1)))
+    assert len(calls) == 3 + 1 + 3
+
+
 def test_following_the_finding_goes_on_to_an_include_click():
     seg = _segmenter(existence_bias=0.0, neighbour_conditioning=True, neighbour_steps=1)
     _profile(seg, [0.9] * 3 + [0.0] * 6)
