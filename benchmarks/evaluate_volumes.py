@@ -86,23 +86,53 @@ def start_slice(start: str, depth: int) -> int | None:
     return {"auto": None, "first": 0, "middle": depth // 2, "last": depth - 1}[start]
 
 
+def oracle_existence(share: float, n: int):
+    """A diagnostic, never the product: the slab's existence plan rescaled so that exactly
+    round(share x n) samples see a finding (share = the readers' non-empty 3D tracks), their
+    extent along z still the model's (the envelope q). Shows what the outlines reach when the
+    existence decision is taken away from the model."""
+    from napari_ambiseg import volume_sampling
+
+    made = volume_sampling._Existence.of
+
+    def of(*args, **kw):
+        plan = made(*args, **kw)
+        if plan is not None:
+            k = round(share * n)
+            plan.scale = plan.q[plan.peak] * n / k if k else float("inf")
+        return plan
+
+    return of
+
+
 def sample_stack(seg, stack: dict, n: int, steps: int | None, seed: int = 0,
-                 start: str = "auto", given_finding: bool = False):
+                 start: str = "auto", given_finding: bool = False, oracle: bool = False):
+    from napari_ambiseg import volume_sampling
+
     depth = len(stack["images"])
     req = Request(stack["images"], Prompt(z=start_slice(start, depth)), n=n, steps=steps,
                   seed=seed, volume=True, slices=[0, depth - 1], modality="8bit",
                   start=start_slice(start, depth), given_finding=given_finding)
-    return sample_request(seg, req)
+    if not oracle:
+        return sample_request(seg, req)
+    tracks = link_readers(stack["masks"])
+    made = volume_sampling._Existence.of
+    volume_sampling._Existence.of = oracle_existence(
+        float(tracks.reshape(len(tracks), -1).any(1).mean()), n)
+    try:
+        return sample_request(seg, req)
+    finally:
+        volume_sampling._Existence.of = made
 
 
 def evaluate(seg, stacks: list[dict], n: int, steps: int | None, start: str = "auto",
-             given_finding: bool = False) -> tuple[dict, list[dict]]:
+             given_finding: bool = False, oracle: bool = False) -> tuple[dict, list[dict]]:
     from napari_ambiseg.progress import ProgressBar
 
     rows = []
     with ProgressBar(f"stacks, start {start}", "stacks") as bar:
         for i, stack in enumerate(stacks):
-            res = sample_stack(seg, stack, n, steps, i, start, given_finding)  # own draws
+            res = sample_stack(seg, stack, n, steps, i, start, given_finding, oracle)
             sp = stack["spacing"]
             m = stack_metrics(res.masks, link_readers(stack["masks"]),
                               sp[0] * sp[1] * sp[2] if sp else None)
@@ -254,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--given-finding", dest="given_finding", action="store_true",
                    help="draw given a finding on the start slice (default: the benchmark "
                    "distribution)")
+    p.add_argument("--oracle-existence", dest="oracle", action="store_true",
+                   help="diagnostic: round(readers' 3D share x N) samples see a finding "
+                   "(printed only, refused with --write-doc)")
     p.add_argument("--cost", action="store_true", help="also time 20 slices against one")
     p.add_argument("--json", default=None, help="write the figures and per-stack rows here")
     p.add_argument("--write-doc", action="store_true")
@@ -267,12 +300,15 @@ def main(argv: list[str] | None = None) -> int:
     seg = Segmenter.load(args.weights, device="cpu")
     if args.neighbour_steps is not None:
         seg.cfg = seg.cfg.replace(neighbour_steps=args.neighbour_steps)
+    if args.oracle and args.write_doc:
+        p.error("--oracle-existence is a diagnostic: it is never written to docs")
     starts = [s for s in args.starts.split(",") if s]
     if not starts or set(starts) - set(STARTS):
         p.error(f"--starts takes {', '.join(STARTS)}")
     summaries, all_rows = {}, {}
     for start in starts:
-        summary, rows = evaluate(seg, chosen, args.n, args.steps, start, args.given_finding)
+        summary, rows = evaluate(seg, chosen, args.n, args.steps, start, args.given_finding,
+                                 args.oracle)
         summary.update(min_slices=args.min_slices, split=args.split,
                        neighbour_steps=seg.neighbour_steps(summary["steps"]))
         summaries[start], all_rows[start] = summary, rows
