@@ -185,3 +185,13 @@ def test_finding_calibration_against_the_readers_share():
     assert exact["ece"] == pytest.approx(0) and exact["bce"] == pytest.approx(exact["bce_floor"])
     constant = finding_calibration(np.full(8, share.mean()), data)
     assert constant["bce"] == pytest.approx(constant["bce_constant"])
+
+
+def test_summary_numbers_outline_modes_like_the_gallery():
+    from napari_ambiseg.result import SampleResult
+
+    masks = np.zeros((16, 32, 32), bool)
+    masks[10:] = disk(32, 6)  # "no finding" is the largest group
+    labels = [m["label"] for m in SampleResult.from_masks(masks, (0, 0, 32, 32), 2, 0)
+              .summary()["modes"]]
+    assert labels == ["no finding - 10 of 16", "mode 1 - 6 of 16"]

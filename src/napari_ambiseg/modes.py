@@ -26,10 +26,6 @@ class Mode:
     representative: int       # medoid: highest mean IoU to the other members
     specks: list[int] = field(default_factory=list)  # members merged in as specks
 
-    def label(self, rank: int, n: int) -> str:
-        """"mode `rank` - k of n"; the numbering users see is `mode_labels`'."""
-        return f"mode {rank} - {len(self.members)} of {n}"
-
 
 SPECK_PX = 2  # a sample of at most this many pixels per marked slice is a speck
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .measure import Size, measure_all, summarize_sizes
-from .modes import Mode, find_modes
+from .modes import Mode, find_modes, mode_labels
 
 # The two answers a result gives, in the words every front end uses (dock, gallery, CLI).
 FINDING_TOOLTIP = (
@@ -186,18 +186,18 @@ class SampleResult:
     def summary(self) -> dict[str, Any]:
         """What `ambiseg sample` writes to summary.json: modes with sizes, every sample's size,
         the slab's place (z0, slices) and timings."""
-        mode_sizes = self.mode_sizes()
+        mode_sizes, labels = self.mode_sizes(), mode_labels(self.modes, self.masks)
         return {
             "n": self.n, "steps": self.steps, "seed": self.seed, "method": self.method,
             "bounds": list(self.bounds), "z0": self.z0, "key": self.key,
             "slices": int(self.masks.shape[1]) if self.volume else None,
             "spacing": list(self.spacing) if self.spacing is not None else None,
-            "modes": [{"rank": r + 1, "label": m.label(r + 1, self.n), "count": len(m.members),
+            "modes": [{"rank": r + 1, "label": label, "count": len(m.members),
                        "frequency": m.frequency, "representative": m.representative,
                        "members": m.members,
                        "area_px": int(self.masks[m.representative].sum()),
                        "size": s}
-                      for r, (m, s) in enumerate(zip(self.modes, mode_sizes))],
+                      for r, (m, s, label) in enumerate(zip(self.modes, mode_sizes, labels))],
             "samples": [s.to_dict() for s in self.sizes],
             "empty_fraction": float((self.masks.reshape(self.n, -1).sum(1) == 0).mean()),
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
