@@ -2,7 +2,7 @@
 
     python benchmarks/steer_clicks.py [--data ../shared/data/lidc/test.npz] [--limit 150]
         [--clicks 3] [--n 16] [--steps S] [--method KEY=VALUE,... [--method ...]]
-        [--weights W] [--write-doc]
+        [--weights W [--weights ...]] [--write-doc]
 
 On `--limit` evenly spaced slices of the LIDC test split, every reader with a non-empty mask
 is once the *target*: a simulated annotator wants that reader's outline. Each step's next
@@ -13,7 +13,8 @@ simulation of SAM and nnInteractive). Slice i is sampled with seed i at the crop
 (LIDC 8-bit scale), given a finding, every click count with the same seed.
 
 Three annotators, each clicking on what its own method shows:
-* steered: N new samples drawn given the clicks (`Segmenter.sample(..., constraints=)`);
+* steered: N new samples drawn given the clicks (`Segmenter.sample(..., constraints=)`), made
+  on the mode 1 shown (`Constraints.on`: what a click-conditioned model reads them against);
 * rejection: the N unconstrained samples, keeping those that satisfy the clicks (mode 1 of the
   kept; when none is kept, the unconstrained mode 1 stays and counts);
 * one mask: the unconstrained samples' mean thresholded at 0.5, the clicks' disks forced.
@@ -23,9 +24,13 @@ target reader, the share of samples satisfying the clicks (`Constraints.satisfie
 diversity left (mean 1 - IoU over distinct pairs of samples), the median in-process time of
 one request (`SampleResult.timings["total"]`: N masks x the model's steps per round; 0 clicks:
 the unconstrained request) and the mean number of samples drawn (rounds, `Constraints`).
-`--method radius=R,restarts=K,restart_steps=S,pin=0|1,rounds=M` sets `Constraints`' knobs
-(default: the shipped ones); several `--method` give one table each (how the method was
-chosen). `--write-doc` writes the tables into docs/benchmarks.md, section "steer_clicks".
+`--method radius=R,restarts=K,restart_steps=S,pin=0|1,rounds=M,encoder=0|1` sets
+`Constraints`' knobs (default: the shipped ones; `encoder=0` leaves a click-conditioned
+model's click encoder out: known pixels only, i.e. the model it was fine-tuned from); several
+`--method` and `--weights` give one table each (how the method was chosen). Also printed: how
+close the other readers come to the target (the spread clicks must overcome) and the Dice
+after 2 clicks by target size. `--write-doc` writes the tables into docs/benchmarks.md,
+section "steer_clicks".
 """
 
 from __future__ import annotations
@@ -42,10 +47,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _report import machine, write_section  # noqa: E402
 
 from napari_ambiseg.config import sampling_counts  # noqa: E402
-from napari_ambiseg.constraints import Constraints  # noqa: E402
+from napari_ambiseg.constraints import Constraints, next_click  # noqa: E402
 from napari_ambiseg.metrics import dice, pairwise_iou  # noqa: E402
 from napari_ambiseg.modes import find_modes  # noqa: E402
 from napari_ambiseg.segmenter import Segmenter  # noqa: E402
+from napari_ambiseg.training.clicks import correct  # noqa: E402
 from napari_ambiseg.training.data import DATA_INTENSITY  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "lidc" / "test.npz"
@@ -55,23 +61,6 @@ def cases(masks: np.ndarray, limit: int) -> list[tuple[int, int]]:
     """(slice, reader) pairs: `limit` evenly spaced slices, readers with a non-empty mask."""
     idx = np.unique(np.linspace(0, len(masks) - 1, min(limit, len(masks))).round().astype(int))
     return [(int(i), r) for i in idx for r in range(masks.shape[1]) if masks[i, r].any()]
-
-
-def next_click(shown: np.ndarray, target: np.ndarray):
-    """("include" | "exclude", (y, x)) at the centre of the largest error region, or None."""
-    best = None
-    for kind, err in (("include", target & ~shown), ("exclude", shown & ~target)):
-        labels, k = ndimage.label(err)
-        if not k:
-            continue
-        sizes = np.bincount(labels.ravel())[1:]
-        j = int(sizes.argmax()) + 1
-        if best is None or sizes[j - 1] > best[0]:
-            region = np.pad(labels == j, 1)
-            dist = ndimage.distance_transform_edt(region)[1:-1, 1:-1]
-            best = (sizes[j - 1], kind, tuple(int(v) for v in np.unravel_index(dist.argmax(),
-                                                                                dist.shape)))
-    return None if best is None else (best[1], best[2])
 
 
 def diversity(masks: np.ndarray) -> float:
@@ -90,7 +79,7 @@ def constraints_of(clicks, method: dict) -> Constraints:
 def parse_method(text: str) -> dict:
     """'radius=2,restarts=1' -> Constraints keyword arguments."""
     kinds = {"radius": float, "restarts": int, "restart_steps": int,
-             "pin": lambda v: bool(int(v)), "rounds": int}
+             "pin": lambda v: bool(int(v)), "rounds": int, "encoder": lambda v: bool(int(v))}
     out = {}
     for item in filter(None, text.split(",")):
         key, _, value = item.partition("=")
@@ -101,10 +90,12 @@ def parse_method(text: str) -> dict:
 
 
 def method_text(method: dict) -> str:
-    c = Constraints(**method)
+    knobs = dict(method)
+    encoder = knobs.pop("encoder", True)
+    c = Constraints(**knobs)
     return (f"radius {c.radius:g} model px, {c.restarts} restart(s) of {c.restart_steps} steps, "
             f"clicked include pixels {'pinned' if c.pin else 'not pinned'}, up to {c.rounds} "
-            f"round(s) of N")
+            f"round(s) of N" + ("" if encoder else ", click encoder off (known pixels only)"))
 
 
 def forced(mask: np.ndarray, c: Constraints) -> np.ndarray:
@@ -138,10 +129,11 @@ class Case:
         rows, clicks, res = [], [], self.free
         for k in range(clicks_max + 1):
             if k:
-                click = next_click(res.masks[res.modes[0].representative], self.target)
+                shown = res.masks[res.modes[0].representative]
+                click = next_click(shown, self.target)
                 if click is not None:
                     clicks.append(click)
-                    res = self.sample(constraints_of(clicks, method))
+                    res = self.sample(constraints_of(clicks, method).on(shown))
             shown = res.masks[res.modes[0].representative]
             sat = res.constraints_satisfied
             rows.append({"dice": dice(shown, self.target),
@@ -216,6 +208,56 @@ def table(results: dict, clicks_max: int) -> list[str]:
     return lines
 
 
+def by_size(results: dict, areas: list[int], k: int) -> str:
+    """Steered mode-1 Dice after k clicks by the target outline's area (pixels)."""
+    parts = []
+    for lo, hi in SIZES:
+        dices = [r[k]["dice"] for r, a in zip(results["steered"], areas) if lo <= a < hi]
+        if dices:
+            name = f">= {lo}" if hi == np.inf else f"{lo}-{hi - 1}"
+            parts.append(f"{name} px: {np.mean(dices):.3f} ({len(dices)} cases)")
+    return f"- steered mode-1 Dice after {k} clicks by target area: " + "; ".join(parts)
+
+
+SIZES = ((0, 50), (50, 150), (150, 400), (400, np.inf))
+
+
+def references(free_shown: np.ndarray, target: np.ndarray, clicks_max: int) -> dict:
+    """What the clicks and the readers allow, per case: `fixed` Dice after k perfect
+    corrections of the unconstrained mode 1 (each click's error region set exactly to the
+    target, nothing else changed); `halo` Dice of the target to itself grown by 1 pixel (a
+    one-pixel boundary difference, which no click of this rule points at)."""
+    shown, fixed = free_shown, [dice(free_shown, target)]
+    for _ in range(clicks_max):
+        fix = correct(shown, target)
+        shown = shown if fix is None else fix[2]
+        fixed.append(dice(shown, target))
+    return {"fixed": fixed, "halo": dice(ndimage.binary_dilation(target), target)}
+
+
+def reference_lines(refs: list[dict], areas: list[int], clicks_max: int) -> list[str]:
+    fixed = np.mean([r["fixed"] for r in refs], 0)
+    bins = []
+    for lo, hi in SIZES:
+        halo = [r["halo"] for r, a in zip(refs, areas) if lo <= a < hi]
+        if halo:
+            name = f">= {lo}" if hi == np.inf else f"{lo}-{hi - 1}"
+            bins.append(f"{name} px: {np.mean(halo):.3f}")
+    return [
+        "- perfect corrections (an oracle: each click's error region of the unconstrained "
+        "mode 1 set exactly to the target reader's, nothing else changed): mode-1 Dice "
+        + " / ".join(f"{v:.3f}" for v in fixed) + f" after 0..{clicks_max} clicks (first "
+        "model in the tables)",
+        "- a one-pixel boundary difference (the target against itself grown by 1 pixel, "
+        "0.7 mm) alone gives Dice " + "; ".join(bins)]
+
+
+def model_text(weights: str | None, seg) -> str:
+    name = "bundled model" if weights is None else Path(weights).name
+    clicks = "with" if seg.model.clicks is not None else "without"
+    return f"{name} ({clicks} click conditioning)"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DATA))
@@ -224,45 +266,66 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--steps", type=int, default=None, help="default: the model's")
     ap.add_argument("--method", action="append", default=None, metavar="KEY=VALUE,...",
-                    help="steering knobs: radius, restarts, restart_steps, pin (repeatable)")
-    ap.add_argument("--weights", default=None)
+                    help="steering knobs: radius, restarts, restart_steps, pin, rounds, encoder "
+                         "(0: known pixels only) (repeatable)")
+    ap.add_argument("--weights", action="append", default=None,
+                    help="a model to measure (repeatable; default: the bundled one)")
     ap.add_argument("--write-doc", action="store_true")
     args = ap.parse_args(argv)
 
     d = np.load(args.data)
     images, masks = d["images"], d["masks"].astype(bool)
-    seg = Segmenter.load(args.weights, device="cpu")
-    steps = sampling_counts(seg.cfg, args.n, args.steps)[1]
     todo = cases(masks, args.limit)
+    areas = [int(masks[z, r].sum()) for z, r in todo]
+    others = [max(dice(masks[z, o], masks[z, r]) for o in range(masks.shape[1]) if o != r)
+              for z, r in todo]
     variants = [parse_method(m) for m in args.method or [""]]
     t0 = time.perf_counter()
-    found = [{"steered": [], "rejection": [], "one_mask": []} for _ in variants]
-    for i, (z, reader) in enumerate(todo):
-        case = Case(seg, images[z], masks[z, reader], z, args.n, steps)
+    body, steps, refs = [], None, []
+    for weights in args.weights or [None]:
+        refs_now: list[dict] = []
+        seg = Segmenter.load(weights, device="cpu")
+        steps = sampling_counts(seg.cfg, args.n, args.steps)[1]
+        encoder = seg.model.clicks
+        found = [{"steered": [], "rejection": [], "one_mask": []} for _ in variants]
+        for i, (z, reader) in enumerate(todo):
+            case = Case(seg, images[z], masks[z, reader], z, args.n, steps)
+            if not refs:
+                refs_now.append(references(case.free.masks[case.free.modes[0].representative],
+                                           masks[z, reader], args.clicks))
+            for method, out in zip(variants, found):
+                knobs = dict(method)
+                seg.model.clicks = encoder if knobs.pop("encoder", True) else None
+                out["steered"].append(case.steered(args.clicks, knobs))
+                out["rejection"].append(case.rejection(args.clicks, knobs))
+                out["one_mask"].append(case.one_mask(args.clicks, knobs))
+                seg.model.clicks = encoder
+            print(f"\r{i + 1}/{len(todo)} cases", end="", file=sys.stderr, flush=True)
+        print(file=sys.stderr)
+        refs = refs or refs_now
         for method, out in zip(variants, found):
-            out["steered"].append(case.steered(args.clicks, method))
-            out["rejection"].append(case.rejection(args.clicks, method))
-            out["one_mask"].append(case.one_mask(args.clicks, method))
-        print(f"\r{i + 1}/{len(todo)} cases", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+            body += [f"{model_text(weights, seg)}; steering: {method_text(method)}", "",
+                     *table(out, args.clicks), "", by_size(out, areas, min(2, args.clicks)), ""]
     slices = len({z for z, _ in todo})
-    body = []
-    for method, out in zip(variants, found):
-        body += [f"Steering: {method_text(method)}", ""] + table(out, args.clicks) + [""]
     cmd = " ".join(["python benchmarks/steer_clicks.py", *(argv or sys.argv[1:])])
     text = "\n".join([
         "## Steering with clicks", "",
         f"- {len(todo)} (slice, target reader) cases on {slices} evenly spaced slices of "
         f"`{Path(args.data).name}` (readers with a non-empty mask), N = {args.n}, {steps} "
-        f"{seg.cfg.sampler.upper()} steps, slice i with seed i, given a finding; clicks at the "
-        "centre of the largest error region of mode 1 against the target reader",
+        "steps, slice i with seed i, given a finding; clicks at the centre of the largest "
+        "error region of mode 1 against the target reader",
         "- steered: N samples drawn given the clicks (known-pixel replacement of the "
-        "x-prediction in a disk per click at every step; samples that miss a click replaced "
+        "x-prediction in a disk per click at every step, and for click-conditioned models the "
+        "clicks' disks as the click encoder's input; samples that miss a click replaced "
         "from further rounds of N: `drawn`); rejection: the unconstrained samples that satisfy "
         "the clicks; one mask: their mean >= 0.5 with the clicks' disks forced",
         "- satisfied: every include in a non-speck part of the sample, no exclude inside; "
         "diversity: mean 1 - IoU over distinct pairs of samples; latency: in-process time of "
         "one request (0 clicks: the unconstrained one), all its rounds",
+        f"- the readers themselves: the other reader closest to the target reaches Dice "
+        f"{np.mean(others):.3f} (mean over the cases; median {np.median(others):.3f}); target "
+        f"outlines have a median area of {np.median(areas):.0f} px",
+        *reference_lines(refs, areas, args.clicks),
         "- targets: mode-1 Dice >= 0.85 after 2 clicks, satisfied >= 95%, latency <= 1 s",
         "", *body,
         f"- {time.perf_counter() - t0:.0f} s in all; machine: {machine()}",

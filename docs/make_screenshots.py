@@ -1,7 +1,7 @@
 """Re-make the user guide's screenshots (docs/img/*.png) from the real widgets.
 
     python docs/make_screenshots.py [--weights FILE.safetensors] [--out docs/img]
-                    [--only radiologist annotator researcher volume clear contested]
+                    [--only radiologist annotator researcher volume clear contested steer]
 
 Runs headless (starts Xvfb through pyvirtualdisplay when no DISPLAY is set). Uses the bundled
 weights, or --weights. Without any weights it falls back to a *scripted stand-in* (fixed
@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-SHOTS = ("radiologist", "annotator", "researcher", "volume", "clear", "contested")
+SHOTS = ("radiologist", "annotator", "researcher", "volume", "clear", "contested", "steer")
+STEER_READER = 0  # the reader whose outline the steering shot's simulated annotator wants
+STEER_CLICKS = 2
 STAMP = "illustration: scripted stand-in, not model output"
 
 
@@ -200,6 +202,44 @@ def answers(out: Path, segmenter, name, stand_in, role: str, shot: str) -> None:
     viewer.close()
 
 
+def steer(out: Path, segmenter, name, stand_in) -> str:
+    """Steering on the clear nodule: an annotator who wants reader STEER_READER's outline
+    clicks STEER_CLICKS times where mode 1 is wrong (the click rule of
+    benchmarks/steer_clicks.py, `constraints.next_click`), each click redrawing the samples.
+    Returns what was clicked (provenance)."""
+    from napari_ambiseg.constraints import next_click
+    from napari_ambiseg.widgets import steer as S
+    from napari_ambiseg.widgets.demo import demo_target, focus, readers_of, wait_for
+
+    viewer, image = viewer_with_ct(stand_in)
+    sampler, _ = sample(viewer, image, segmenter, name)
+    readers = np.asarray(readers_of(viewer, image).data)
+    z = demo_target(readers)[0]  # the slice the demo samples
+    target = readers[STEER_READER, z] > 0
+    clicked = []
+    for _ in range(STEER_CLICKS):
+        res = sampler.last_outputs
+        shown = res.masks[res.modes[0].representative]
+        shown = shown[z - res.z0] if res.z0 is not None else shown
+        click = next_click(shown, target)
+        if click is None:
+            break
+        kind, (y, x) = click
+        sampler.steer.choose(S.INCLUDE if kind == "include" else S.EXCLUDE)
+        layer = S.constraints_layer(viewer, image)
+        world = image.data_to_world(np.array([z, y, x], float))
+        layer.add(layer.world_to_data(np.asarray(world)))
+        wait_for(sampler.done, 120)
+        clicked.append(f"{kind} ({z}, {y}, {x})")
+    gallery_alone(viewer, sampler, layer_list=False)
+    focus(viewer, image, zoom=2.2)
+    print(f"steer: {sampler.status.text()}")
+    shoot(viewer, out / "steer.png")
+    viewer.close()
+    return (f"clear nodule, an annotator aiming at reader {STEER_READER + 1}: "
+            + ", ".join(clicked))
+
+
 PROVENANCE_END = "made by docs/make_screenshots.py"
 
 
@@ -239,12 +279,13 @@ def main() -> int:
                  "clear": (lambda *a: answers(*a, "clear", "clear"),
                            f"{model}; the clear nodule given a finding"),
                  "contested": (lambda *a: answers(*a, "unseen", "contested"),
-                               f"{model}; the nodule 2 of 4 readers outlined, given a finding")}
+                               f"{model}; the nodule 2 of 4 readers outlined, given a finding"),
+                 "steer": (steer, model)}
         made = {}
         for shot in a.only:
             make, how = shots[shot]
-            make(out, segmenter, name, stand_in)
-            made[f"{shot}.png"] = how
+            said = make(out, segmenter, name, stand_in)
+            made[f"{shot}.png"] = how + (f"; {said}" if isinstance(said, str) else "")
         record_provenance(out, made)
     finally:
         if display is not None:

@@ -7,8 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-FORMAT_VERSION = 3  # 3: existence head and neighbour-slice conditioning; 2: typed `Scope`;
-                    # 1 kept the scope in `modality`/`extra`
+FORMAT_VERSION = 4  # 4: click conditioning; 3: existence head and neighbour-slice
+                    # conditioning; 2: typed `Scope`; 1 kept the scope in `modality`/`extra`
 
 PREDICTIONS = ("eps", "x", "v")
 SCHEDULES = ("cosine", "linear")
@@ -71,6 +71,8 @@ class ModelConfig:
     # --- 3D coherence: the denoiser also sees the same sample's mask on the adjacent slice ---
     neighbour_conditioning: bool = False
     neighbour_steps: int | None = None       # steps for neighbour-conditioned slices (None: steps)
+    # --- steering: the denoiser also sees the annotator's include / exclude clicks ---
+    click_conditioning: bool = False
     # --- diffusion ---
     schedule: str = "cosine"
     input_scale: float = 0.1                 # b: SNR_b(t) = b^2 SNR(t)

@@ -39,6 +39,7 @@ include inside a painted exclude, an exclude that covers the only (painted) incl
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +49,8 @@ from scipy import ndimage
 
 from .errors import InputError
 
-__all__ = ["Constraints", "RADIUS", "RESTARTS", "RESTART_STEPS", "PIN", "ROUNDS", "pick"]
+__all__ = ["Constraints", "RADIUS", "RESTARTS", "RESTART_STEPS", "PIN", "ROUNDS", "next_click",
+           "pick"]
 
 # the steering knobs, chosen on 20 LIDC `test` slices (docs/benchmarks.md, "steer_clicks")
 RADIUS = 2.0   # model pixels (~1.4 mm at 0.7 mm/pixel)
@@ -96,11 +98,16 @@ class Constraints:
     restart_steps: int = RESTART_STEPS
     pin: bool = PIN
     rounds: int = ROUNDS
+    # the mask the clicks were made on (the mode 1 shown when clicking), on the image's (or
+    # volume's) grid: click-conditioned models read the clicks as corrections of it
+    shown: np.ndarray | None = None
 
     def __post_init__(self):
         inc, exc = _points(self.include, "include"), _points(self.exclude, "exclude")
         object.__setattr__(self, "include", inc)
         object.__setattr__(self, "exclude", exc)
+        if self.shown is not None:
+            object.__setattr__(self, "shown", np.asarray(self.shown).astype(bool))
         for name in ("include_mask", "exclude_mask"):
             m = getattr(self, name)
             if m is not None:
@@ -167,7 +174,12 @@ class Constraints:
             else self.include_mask[z],
             None if self.exclude_mask is None or not 0 <= z < len(self.exclude_mask)
             else self.exclude_mask[z], self.radius, self.restarts, self.restart_steps, self.pin,
-            self.rounds)
+            self.rounds, None if self.shown is None or not 0 <= z < len(self.shown)
+            else self.shown[z])
+
+    def on(self, shown: np.ndarray | None) -> Constraints:
+        """These clicks as made on `shown` (the mask shown when clicking; `shown`)."""
+        return dataclasses.replace(self, shown=shown)
 
     def includes_on(self, z: int | None = None) -> bool:
         """An include click (or painted include) on slice z (2D: at all)."""
@@ -196,6 +208,9 @@ class Constraints:
             if m is not None and m.shape != shape:
                 raise InputError(f"painted {name.split('_')[0]} area of shape {m.shape} does not "
                                  f"match the image's {shape}")
+        if self.shown is not None and self.shown.shape != shape:
+            raise InputError(f"the mask the clicks were made on has shape {self.shown.shape}, "
+                             f"not the image's {shape}")
         same = set(self.include) & set(self.exclude)
         if same:
             raise InputError(f"include and exclude on the same pixel {_text(min(same))}")
@@ -240,6 +255,13 @@ class Constraints:
         for py, px, value in pins:  # an include's own pixel is marked 2 (`pin`)
             out[py, px] = 2 * value if value > 0 else value
         return out
+
+    def shown_map(self, region, size: int) -> np.ndarray:
+        """(size, size) float32 in {0, 1}: this plane's `shown` mask in the model's crop
+        frame (zeros without one)."""
+        if self.shown is None:
+            return np.zeros((size, size), np.float32)
+        return (region.extract(self.shown.astype(np.float32), size) > 0.5).astype(np.float32)
 
     # -- satisfied? --------------------------------------------------------------------
     def satisfied(self, masks: np.ndarray, z0: int | None = None,
@@ -311,7 +333,28 @@ class Constraints:
                 "exclude": [list(p) for p in self.exclude], **area,
                 "radius_px": float(self.radius), "restarts": int(self.restarts),
                 "restart_steps": int(self.restart_steps), "pin": bool(self.pin),
-                "rounds": int(self.rounds)}
+                "rounds": int(self.rounds),
+                "shown_px": None if self.shown is None else int(self.shown.sum())}
+
+
+def next_click(shown: np.ndarray, target: np.ndarray):
+    """The click a simulated annotator who wants `target` puts on `shown` (2D bool masks):
+    ("include" | "exclude", (y, x)) at the centre (the maximum of the distance transform) of
+    the largest error region, include where the target is missed, exclude where `shown` marks
+    too much (SAM's and nnInteractive's click simulation); None when they agree."""
+    best = None
+    for kind, err in (("include", target & ~shown), ("exclude", shown & ~target)):
+        labels, k = ndimage.label(err)
+        if not k:
+            continue
+        sizes = np.bincount(labels.ravel())[1:]
+        j = int(sizes.argmax()) + 1
+        if best is None or sizes[j - 1] > best[0]:
+            region = np.pad(labels == j, 1)
+            dist = ndimage.distance_transform_edt(region)[1:-1, 1:-1]
+            best = (sizes[j - 1], kind, tuple(int(v) for v in np.unravel_index(dist.argmax(),
+                                                                                dist.shape)))
+    return None if best is None else (best[1], best[2])
 
 
 def pick(satisfies: np.ndarray, n: int) -> np.ndarray:

@@ -128,6 +128,17 @@ class SampleResult:
         """Pixels marked by at least `threshold` of the samples (never the empty background)."""
         return consensus(self.agreement, threshold)
 
+    def mode_one(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Mode 1's representative on the source grid `shape` ((H, W), or (Z, H, W) with the
+        slab's slices z0.. placed; what the gallery shows first, e.g. what clicks are made
+        on, `Constraints.on`)."""
+        mask = self.masks[self.modes[0].representative].astype(bool)
+        if self.z0 is None:
+            return mask
+        out = np.zeros(shape, bool)
+        out[self.z0:self.z0 + len(mask)] = mask[:max(0, shape[0] - self.z0)]
+        return out
+
     def labelled(self) -> np.ndarray:
         """Samples as uint8 labels: each sample's pixels carry its mode's rank (1 = commonest)."""
         rank = np.zeros(self.n, dtype=np.uint8)

@@ -144,7 +144,7 @@ class Segmenter:
              neighbour: np.ndarray | None = None, exists: np.ndarray | None = None,
              given_finding: bool = False, with_existence: bool = False,
              known: np.ndarray | None = None, steering: Constraints | None = None,
-             included: Sequence[bool] | None = None):
+             included: Sequence[bool] | None = None, shown: np.ndarray | None = None):
         """x_in (B, C, crop, crop) network inputs -> x_hat (B, n, crop, crop) in [-1, 1].
 
         The image is encoded once per input; the samples run as one batch; z (if the model has
@@ -166,7 +166,9 @@ class Segmenter:
         in each input's crop frame (`Constraints.known`: > 0 inside, < 0 outside, 0 unknown,
         +-2 the clicked pixels); every step's x-prediction takes them
         (`diffusion.sampler.Known`) with the knobs of `steering` (restarts, pinned clicks).
-        Without `known` nothing changes.
+        Without `known` nothing changes. Click-conditioned models also read the clicks (and
+        `shown` (B, crop, crop) in {0, 1}, the mask they were made on) through their click
+        encoder.
         With `with_existence`, returns (x_hat, p (B,) or None).
         """
         b = x_in.shape[0]
@@ -176,6 +178,7 @@ class Segmenter:
         with autocast(self.device):
             feats = self.model.encode_image(self._to_device(x_in))
             p, keep = self._existence(feats, streams, n, exists, given_finding)
+            feats = self._steered(feats, known, shown)
             z = self._latents(feats, streams, n)
             nb, has = self._neighbours(neighbour, shape)
             if nb is not None and exists is None:
@@ -212,6 +215,21 @@ class Segmenter:
         prior = self.model.latent.prior(feats[-1])
         mu, std = (v.repeat_interleave(n, 0) for v in (prior.mu, (0.5 * prior.logvar).exp()))
         return mu + std * streams.normal(tuple(mu.shape)).to(self.device)
+
+    def _steered(self, feats, known, shown=None):
+        """The image features given each input's clicks (models with click conditioning:
+        include = known > 0, exclude = known < 0, and the mask they were made on); inputs
+        without clicks keep theirs."""
+        if known is None or self.model.clicks is None:
+            return feats
+        k = torch.as_tensor(np.asarray(known, np.float32))
+        on = torch.zeros_like(k) if shown is None else torch.as_tensor(
+            np.asarray(shown, np.float32))
+        clicks = torch.stack([k > 0, k < 0, on > 0.5], 1).float()
+        has = (k != 0).flatten(1).any(1)
+        if not bool(has.any()):
+            return feats
+        return self.model.steer(feats, self._to_device(clicks), has)
 
     @staticmethod
     def _known(known, n: int, idx, shape, steering: Constraints | None) -> Known | None:
@@ -327,7 +345,9 @@ class Segmenter:
             steer = {}
             if known is not None:
                 steer = {"known": known[list(chunk)], "steering": constraints,
-                         "included": [planes_of[i].has_include for i in chunk]}
+                         "included": [planes_of[i].has_include for i in chunk],
+                         "shown": np.stack([planes_of[i].shown_map(regions[i], size)
+                                            for i in chunk])}
             x_hat, p = self.draw(torch.cat([x_all[i] for i in chunk]), n, steps, seeds,
                                  sampler=sampler, progress=step_report, should_stop=should_stop,
                                  same_noise=True, neighbour=nb, exists=plan,

@@ -114,7 +114,7 @@ class ScriptedSegmenter:
             center = ((box[0] + box[2]) / 2 - 0.5, (box[1] + box[3]) / 2 - 0.5)
         cy, cx = center if center is not None else (shape[0] // 2, shape[1] // 2)
         self.calls.append({"shape": shape, "center": (cy, cx), "box": box, "spacing": spacing,
-                           "modality": modality, "n": n, "steps": steps})
+                           "modality": modality, "n": n, "steps": steps, "seed": seed})
         for i in range(steps):
             if should_stop is not None and should_stop():
                 raise Cancelled("sampling stopped")

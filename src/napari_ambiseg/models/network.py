@@ -13,6 +13,11 @@ The cost is split so that the work done per sample and per step is small:
 - Neighbour conditioning (optional): the denoiser also sees the same sample's mask on the
   adjacent slice (folded like x_t, through a zero-initialised conv) plus a learnt "has a
   neighbour" embedding, so sample k on slice z + 1 continues sample k on slice z.
+- Click conditioning (optional, issue #25): `ClickEncoder` turns the annotator's include /
+  exclude clicks (two disk maps) and the mask they were made on into additions to the image
+  features at every scale, through zero-initialised 1x1 convs (ControlNet's idea), once per
+  request; items without clicks keep the image features as they are, so the unsteered model
+  is the one it was fine-tuned from.
 - `LatentNets` (CIMD-style): a prior over z from the image features and a posterior from image
   and expert mask, both diagonal Gaussians, trained with KL(posterior || prior). At sampling
   time z is drawn from the prior, one per sample.
@@ -101,6 +106,42 @@ class MaskDenoiser(nn.Module):
         return F.pixel_shuffle(self.out(F.silu(self.out_norm(h))), self.s)
 
 
+CLICK_CHANNELS = 3  # include disks, exclude disks, the mask the clicks were made on
+
+
+class ClickEncoder(nn.Module):
+    """Click maps (B, 3, crop, crop) in {0, 1}: include disks, exclude disks and the mask
+    the clicks were made on (zeros when unknown) -> the image features (`ImageEncoder`'s, one
+    per scale) steered by them. The maps are folded like the mask, meet the image features
+    at each scale, and come back through zero-initialised 1x1 convs: a fresh encoder changes
+    nothing."""
+
+    def __init__(self, widths: tuple[int, ...], s: int):
+        super().__init__()
+        self.s = s
+        self.stem = nn.Conv2d(CLICK_CHANNELS * s * s, widths[0], 3, padding=1)
+        self.downs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1)
+                                   for a, b in zip(widths, widths[1:]))
+        self.blocks = nn.ModuleList(nn.ModuleList([ResBlock(w, w), ResBlock(w, w)])
+                                    for w in widths)
+        self.zero = nn.ModuleList(nn.Conv2d(w, w, 1) for w in widths)
+        for conv in self.zero:
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, feats: list[torch.Tensor], clicks: torch.Tensor) -> list[torch.Tensor]:
+        h = self.stem(F.pixel_unshuffle(clicks.to(feats[0].dtype), self.s))
+        out = []
+        for i, (f, blocks, zero) in enumerate(zip(feats, self.blocks, self.zero)):
+            if i:
+                h = self.downs[i - 1](h)
+            h = h + f
+            for block in blocks:
+                h = block(h)
+            out.append(f + zero(h))
+        return out
+
+
 @dataclass
 class Gaussian:
     mu: torch.Tensor
@@ -167,6 +208,8 @@ class AmbiSegNet(nn.Module):
         self.latent = LatentNets(cfg) if cfg.latent_dim > 0 else None
         self.z_proj = nn.Linear(cfg.latent_dim, td) if cfg.latent_dim > 0 else None
         self.existence = ExistenceHead(cfg.mask_widths[-1]) if cfg.existence_head else None
+        self.clicks = (ClickEncoder(cfg.mask_widths, cfg.space_to_depth)
+                       if cfg.click_conditioning else None)
         # added to the embedding of items that are given a neighbour mask
         self.has_neighbour = nn.Parameter(torch.zeros(td)) if cfg.neighbour_conditioning else None
 
@@ -186,6 +229,19 @@ class AmbiSegNet(nn.Module):
     def existence_logit(self, feats: list[torch.Tensor]) -> torch.Tensor | None:
         """Logit of p(finding | crop) per image (None without an existence head)."""
         return None if self.existence is None else self.existence(feats[-1])
+
+    def steer(self, feats: list[torch.Tensor], clicks: torch.Tensor | None,
+              has_clicks: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The image features given click maps (B, 3, crop, crop) (`ClickEncoder`); where
+        `has_clicks` (B,) is false, and for models without click conditioning, the features
+        as they are. Run once per request, after the existence head."""
+        if self.clicks is None or clicks is None:
+            return feats
+        steered = self.clicks(feats, clicks)
+        if has_clicks is None:
+            return steered
+        on = has_clicks.to(feats[0].device).view(-1, 1, 1, 1)
+        return [torch.where(on, s, f) for f, s in zip(feats, steered)]
 
     def denoise(self, x_t: torch.Tensor, logsnr: torch.Tensor, feats: list[torch.Tensor],
                 z: torch.Tensor | None = None, neighbour: torch.Tensor | None = None,
@@ -209,11 +265,13 @@ class AmbiSegNet(nn.Module):
 
     def forward(self, x_t: torch.Tensor, logsnr: torch.Tensor, image: torch.Tensor,
                 mask: torch.Tensor | None = None, neighbour: torch.Tensor | None = None,
-                has_neighbour: torch.Tensor | None = None
+                has_neighbour: torch.Tensor | None = None, clicks: torch.Tensor | None = None,
+                has_clicks: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Training pass: (prediction, KL per item, existence logit per item or None). With a
         latent, z comes from the posterior q(z | image, mask) and the KL to the prior
-        p(z | image) is returned (zeros otherwise). Everything goes through forward() so that
+        p(z | image) is returned (zeros otherwise); `clicks` steer the denoiser (`steer`),
+        never the existence head. Everything goes through forward() so that
         DistributedDataParallel sees every use."""
         feats = self.encode_image(image)
         kl = x_t.new_zeros(x_t.shape[0])
@@ -224,8 +282,10 @@ class AmbiSegNet(nn.Module):
             posterior = self.latent.posterior(image, mask)
             z = posterior.rsample()
             kl = posterior.kl(self.latent.prior(feats[-1]))
-        out = self.denoise(x_t, logsnr, feats, z, neighbour, has_neighbour)
-        return out, kl, self.existence_logit(feats)
+        logit = self.existence_logit(feats)
+        out = self.denoise(x_t, logsnr, self.steer(feats, clicks, has_clicks), z, neighbour,
+                           has_neighbour)
+        return out, kl, logit
 
 
 def build_model(cfg: ModelConfig) -> AmbiSegNet:

@@ -54,6 +54,11 @@ class TrainConfig:
     volume_index: str | None = None
     volume_split: str = "train"
     p_neighbour: float = 0.5          # share of items given the adjacent slice's outline
+    # click-conditioned models: share of items given simulated clicks (`training.clicks`)
+    p_clicks: float = 0.0
+    # train only the parameters whose names start so (e.g. ["clicks."]: the rest stays as
+    # loaded from `init`); empty: all
+    train_only: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

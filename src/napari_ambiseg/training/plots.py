@@ -78,6 +78,10 @@ def plot_log(log_csv: Path, png: Path) -> None:
         ax[1].plot(log["val_step"], log["val_ged"], "o-", label="GED16 (val)")
         ax[1].plot(log["val_step"], log["val_hm_iou"], "s-", label="HM-IoU16 (val)")
         ax[1].legend()
+    else:
+        ax[1].text(0.5, 0.5, "no validation in this run", ha="center", va="center",
+                   transform=ax[1].transAxes, color="0.4")
+        ax[1].set(xticks=[], yticks=[])
     ax[1].set(xlabel="iteration", title="validation")
     fig.tight_layout()
     buf = io.BytesIO()

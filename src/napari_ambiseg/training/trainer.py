@@ -38,6 +38,7 @@ from ..weights_io import load_weights, save_weights
 from . import events as ev
 from .augment import AugmentConfig, augment_batch
 from .background import Background
+from .clicks import batch_clicks
 from .config import TrainConfig, save_run_config
 from .data import MultiRaterData, load_data
 from .examples import TrainingExamples, examples_for
@@ -81,7 +82,8 @@ def diffusion_loss(model, schedule: Schedule, denoiser: Denoiser, image: torch.T
                    mask: torch.Tensor, gen: torch.Generator, *,
                    neighbour: torch.Tensor | None = None, has_neighbour: torch.Tensor | None = None,
                    learn_outline: torch.Tensor | None = None, exists: torch.Tensor | None = None,
-                   learn_exists: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                   learn_exists: torch.Tensor | None = None, clicks: torch.Tensor | None = None,
+                   has_clicks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Loss terms: "loss" = w(t) ||x_hat - x||^2 (mean over pixels, then over the items with an
     outline to learn), "kl" (0 without latent), "bce" (existence head: binary cross-entropy
     against the readers' non-empty share on the items that train it; 0 without head)."""
@@ -90,7 +92,8 @@ def diffusion_loss(model, schedule: Schedule, denoiser: Denoiser, image: torch.T
     noise = torch.randn(mask.shape, generator=gen)
     t, noise = t.to(mask.device), noise.to(mask.device)
     x_t, _, logsnr = schedule.add_noise(mask, t, noise)
-    out, kl, logit = model(x_t, logsnr, image, mask, neighbour, has_neighbour)
+    out, kl, logit = model(x_t, logsnr, image, mask, neighbour, has_neighbour, clicks,
+                           has_clicks)
     per_item = denoiser.loss(out, x_t, mask, logsnr)
     keep = torch.ones_like(per_item) if learn_outline is None else learn_outline.to(per_item)
     terms = {"loss": (per_item * keep).sum() / keep.sum().clamp_min(1.0), "kl": kl.mean(),
@@ -104,16 +107,25 @@ def diffusion_loss(model, schedule: Schedule, denoiser: Denoiser, image: torch.T
 
 
 def batch_tensors(examples: TrainingExamples, b: int, size: int, aug: AugmentConfig,
-                  rng: np.random.Generator) -> dict[str, torch.Tensor]:
-    """One augmented training batch (target and neighbour share each item's geometry)."""
+                  rng: np.random.Generator, p_clicks: float = 0.0) -> dict[str, torch.Tensor]:
+    """One augmented training batch (target, neighbour and click maps share each item's
+    geometry); with `p_clicks`, that share of the items get simulated clicks."""
     batch = examples.draw(b, rng)
+    channels = [batch.target[:, None], batch.neighbour[:, None]]
+    if p_clicks > 0:
+        channels.append(batch_clicks(examples.data.masks, batch.rows, batch.target,
+                                     batch.learn_outline, p_clicks, rng))
     image, masks = augment_batch(examples.data.images[batch.rows],
-                                 np.stack([batch.target, batch.neighbour], 1), size, aug, rng)
-    return {"image": image, "mask": masks[:, :1], "neighbour": masks[:, 1:],
-            "has_neighbour": torch.from_numpy(batch.has_neighbour),
-            "learn_outline": torch.from_numpy(batch.learn_outline),
-            "exists": torch.from_numpy(batch.exists),
-            "learn_exists": torch.from_numpy(batch.learn_exists)}
+                                 np.concatenate(channels, 1), size, aug, rng)
+    out = {"image": image, "mask": masks[:, :1], "neighbour": masks[:, 1:2],
+           "has_neighbour": torch.from_numpy(batch.has_neighbour),
+           "learn_outline": torch.from_numpy(batch.learn_outline),
+           "exists": torch.from_numpy(batch.exists),
+           "learn_exists": torch.from_numpy(batch.learn_exists)}
+    if p_clicks > 0:
+        clicks = (masks[:, 2:] > 0).float()  # {-1, +1} -> {0, 1}
+        out.update(clicks=clicks, has_clicks=clicks[:, :2].flatten(1).any(1))
+    return out
 
 
 def _rank() -> tuple[int, int]:
@@ -183,7 +195,22 @@ def _fresh_run_dir(run: RunDir, model_cfg: ModelConfig, cfg: TrainConfig) -> Non
 
 # modules a fine-tune may add to the weights it starts from (they start as initialised:
 # zero-initialised conditioning is "ignored", so the model starts as the one it loaded)
-NEW_MODULES = ("existence.", "denoiser.neighbour.", "has_neighbour")
+NEW_MODULES = ("existence.", "denoiser.neighbour.", "has_neighbour", "clicks.")
+
+
+def _trained_parameters(model: torch.nn.Module, prefixes) -> list[torch.nn.Parameter]:
+    """The parameters a run trains: all, or (`TrainConfig.train_only`) those whose names
+    start with one of `prefixes`; the others are frozen (requires_grad off)."""
+    if not prefixes:
+        return list(model.parameters())
+    out = []
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith(tuple(prefixes)))
+        if p.requires_grad:
+            out.append(p)
+    if not out:
+        raise InputError(f"train_only {list(prefixes)} names no parameter of this model")
+    return out
 
 
 def _load_init(model: torch.nn.Module, ema: EMA, init: str) -> list[str]:
@@ -227,9 +254,9 @@ class Trainer:
         self.emit(ev.Phase("model", "building the model"))
         torch.manual_seed(cfg.seed)
         self.model = build_model(model_cfg).to(self.device)
+        trained = _trained_parameters(self.model, cfg.train_only)
         self.ema = EMA(self.model, cfg.ema_decay)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr,
-                                     weight_decay=cfg.weight_decay)
+        self.opt = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg))
         self.np_rng = np.random.default_rng([cfg.seed, self.rank])
         self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)
@@ -451,7 +478,7 @@ class Trainer:
         try:
             batch = {k: v.to(device) for k, v in batch_tensors(
                 self.examples, cfg.batch_size, model_cfg.crop_size, cfg.augment,
-                self.np_rng).items()}
+                self.np_rng, cfg.p_clicks if model_cfg.click_conditioning else 0.0).items()}
             image = batch.pop("image")
             if device.type == "cpu":
                 image = image.contiguous(memory_format=torch.channels_last)
@@ -466,7 +493,7 @@ class Trainer:
         except _StopNow:
             _set_rng_state(self.np_rng, self.gen, before)  # as if this iteration never began
             self._stopped(f"inside iteration {self.step + 1}")
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(self.opt.param_groups[0]["params"], cfg.grad_clip)
         self.opt.step()
         self.sched.step()
         self.ema.update(self.model, self.step)

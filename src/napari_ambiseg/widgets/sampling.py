@@ -386,8 +386,16 @@ class SamplingWidget(QWidget):
                             n=self.n.value(), steps=self.steps.value(), seed=self.seed.value(),
                             modality=self.modality.currentText())
         req.given_finding = not self.include_empty.isChecked()
-        req.constraints = clicks_of(self.viewer, source) or None
+        req.constraints = self._made_on(source, clicks_of(self.viewer, source)) or None
         return source, req
+
+    def _made_on(self, source, clicks):
+        """The clicks as made on mode 1 of the result shown on `source` (a click-conditioned
+        model reads them as corrections of it; `Constraints.on`)."""
+        out = self.last_outputs
+        if not clicks or out is None or self._base is None or self._base[0] is not source:
+            return clicks
+        return clicks.on(out.mode_one(tuple(L.spatial_shape(source))))
 
     def run(self):
         """Start sampling; returns the napari worker (None if it could not start)."""
@@ -450,6 +458,7 @@ class SamplingWidget(QWidget):
             self.status.setText(f"Not steered: {error_text(e)}")
             notify_error(e)
             return
+        clicks = self._made_on(source, clicks)
         key = key_of(clicks)
         if self.worker is not None:
             if key != self._running_key:  # the newest clicks win: stop, then start them
@@ -465,6 +474,21 @@ class SamplingWidget(QWidget):
             self._show(source, out, key, steering=True, again=True)
             return
         self._start(source, replace(base, constraints=clicks or None), model, steering=True)
+
+    def take_result(self, source, req, out: Outputs, what: str) -> None:
+        """A result drawn elsewhere on `source` with `req` (`what` it is, e.g. a worklist
+        case) becomes this dock's last one: the Steer row's clicks draw `req` again given
+        them, with this dock's model."""
+        if self.worker is not None:
+            self.cancel()
+        self._drawn.clear()
+        self._base = (source, replace(req, constraints=None), self._model_key())
+        self._drawn.put(((), ()), out)
+        self.last_outputs, self._shown_key = out, ((), ())
+        self._shown_text = f"From {what}: {result_text(out)} Include / exclude clicks draw " \
+                           "it again given them."
+        self.status.setText(self._shown_text)
+        self.steer.attach(source)
 
     def cancel(self) -> None:
         """Stop the running job (the core stops within one network evaluation)."""

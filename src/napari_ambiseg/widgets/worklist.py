@@ -7,11 +7,13 @@ which napari does not use) open a case from disk, never sampling again: the imag
 its source, the samples and agreement of ``cases/<key>/samples.npz`` shown as the sampling
 dock shows a result (`layers.replace_outputs`, so the Gallery dock shows its modes and the
 finding probability and adopts them as it does for a fresh result), and the annotator's own
-labels saved before. **Save** writes the Labels layer drawn on the case image to
-``labels/<key>/<annotator>.nii.gz`` on the source grid (and, for a DICOM series, a DICOM-SEG
-beside it) and marks the case done; **Skip** marks it skipped. Reopening the folder puts the
-cursor on the first case still to do. Reading and writing run off the GUI thread (napari
-workers); a case that cannot be read says why and the dock goes on.
+labels saved before. With the sampling dock open, its Steer row steers the case (its clicks
+draw the case's prompt again given them, `SamplingWidget.take_result`). **Save** writes the
+Labels layer drawn on the case image to ``labels/<key>/<annotator>.nii.gz`` on the source
+grid (and, for a DICOM series, a DICOM-SEG beside it) and marks the case done; **Skip** marks
+it skipped. Reopening the folder puts the cursor on the first case still to do. Reading and
+writing run off the GUI thread (napari workers); a case that cannot be read says why and the
+dock goes on.
 """
 
 from __future__ import annotations
@@ -103,6 +105,33 @@ def result_from_disk(case: wl.Case) -> SampleResult:
     return out
 
 
+def request_of(run: wl.Run, case: wl.Case):
+    """The `Request` triage sampled a case's prompt with (result.json's "request", the run's
+    N and finding setting), so that the sampling dock can draw it again given clicks; None
+    when result.json does not say."""
+    from ..volume_sampling import Prompt, Request
+
+    r, res = case.result, case.result.get("result") or {}
+    asked = r.get("request")
+    if not isinstance(asked, dict):
+        return None
+    first_last = asked.get("slices")
+    spacing = r.get("spacing")
+    return Request(
+        image=case.image.model_image,
+        prompt=Prompt(center=_tuple(asked.get("center")), box=_tuple(asked.get("box")),
+                      z=asked.get("z")),
+        n=run.info.get("n"), steps=res.get("steps"), seed=int(r.get("seed", 0)),
+        spacing=None if spacing is None else tuple(float(v) for v in spacing),
+        modality=str(r.get("modality") or "auto"), volume=bool(asked.get("volume")),
+        slices=None if not first_last else list(range(first_last[0], first_last[-1] + 1)),
+        given_finding=bool(run.info.get("given_finding", True)))
+
+
+def _tuple(v):
+    return None if v is None else tuple(v)
+
+
 @dataclass
 class Loaded:
     """A case read from the run folder, ready to show."""
@@ -112,6 +141,7 @@ class Loaded:
     out: SampleResult
     result: dict[str, Any]
     labels: np.ndarray | None     # the annotator's saved labels, on the image's grid
+    request: Any = None           # the `Request` it was sampled with (steering), or None
 
 
 def load_job(run: wl.Run, key: str, annotator: str) -> Loaded:
@@ -123,7 +153,7 @@ def load_job(run: wl.Run, key: str, annotator: str) -> Loaded:
     out = result_from_disk(case)
     path = wl.labels_path(run, key, annotator)
     labels = labels_on_image(case.image.spatial_shape, path) if path.is_file() else None
-    return Loaded(key, case.image, out, case.result, labels)
+    return Loaded(key, case.image, out, case.result, labels, request_of(run, case))
 
 
 def is_dicom(reference: dict[str, Any]) -> bool:
@@ -563,7 +593,22 @@ class WorklistWidget(QWidget):
         self.viewer.reset_view()
         if loaded.out.start is not None:
             go_to_slice(self.viewer, image, loaded.out.start)
+        self._hand_to_sampler(image, loaded)
         return image
+
+    def _hand_to_sampler(self, image, loaded: Loaded) -> None:
+        """An open sampling dock takes the case's result as its own, so its Steer row's
+        include / exclude clicks draw the case again given them."""
+        from .sampling import SamplingWidget
+
+        try:
+            docks = list(self.viewer.window.dock_widgets.values())
+        except Exception:  # noqa: BLE001 - a viewer without a window (headless use)
+            return
+        for widget in docks:
+            if isinstance(widget, SamplingWidget) and loaded.request is not None:
+                widget.take_result(image, loaded.request, loaded.out,
+                                   f"case {loaded.key} of the worklist")
 
     def _open_gallery(self) -> None:
         """Open the Gallery dock (it shows the case's modes) unless one is open."""
