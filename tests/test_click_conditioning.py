@@ -127,6 +127,25 @@ def test_training_batches_carry_click_maps_that_move_with_the_image():
     assert not none.any()  # nothing to learn, no clicks
 
 
+def test_clicks_alone_are_read_as_made_on_the_unsteered_result():
+    """`ambiseg sample --include` and the API: a click-conditioned model reads clicks that
+    do not say what they were made on against the same request drawn without them."""
+    from napari_ambiseg.volume_sampling import Prompt, Request, sample_request
+
+    base, steered = _models()
+    image = (disk(48, 8) * 150 + 50).astype(np.float32)
+    seg = Segmenter(steered, tiny_config(click_conditioning=True), "cpu")
+    req = Request(image, Prompt(center=(24, 24)), n=4, steps=2, seed=1, modality="8bit")
+    free = sample_request(seg, req)
+    clicked = Request(image, Prompt(center=(24, 24)), n=4, steps=2, seed=1, modality="8bit",
+                      constraints=Constraints(include=[(24, 24)], rounds=1))
+    res = sample_request(seg, clicked)
+    assert np.array_equal(res.constraints.shown, free.mode_one(image.shape))
+    assert clicked.constraints.shown is None  # the caller's request is left as it was
+    plain = Segmenter(base, tiny_config(), "cpu")  # models without the encoder: not drawn twice
+    assert sample_request(plain, clicked).constraints.shown is None
+
+
 def test_the_mask_clicked_on_is_checked_and_placed_on_the_slab():
     from napari_ambiseg.errors import InputError as E
     from napari_ambiseg.testing import _result

@@ -19,6 +19,10 @@ How (`diffusion.sampler.Known`; the knobs chosen on LIDC `test` slices, docs/ben
   overlap nothing is known but the clicked pixels. RePaint's resampling (`restarts`: run the
   last `restart_steps` steps again around the completed estimate) is available but off: it
   did not help at 10 steps.
+* click-conditioned models (the shipped one) also read the clicks and the mask they were
+  made on (`shown`, `on()`: the gallery's mode 1 when clicking; without it
+  `volume_sampling.sample_request` takes the request's own unsteered result) through their
+  click encoder (`models.network.ClickEncoder`), as corrections of that mask.
 * `rounds`: samples that still miss a click are replaced from further steered draws of N
   (round r with seed + r * 1000003), up to 3 rounds: the N kept are those that satisfy the
   clicks first, in draw order (`pick`); the result says how many were drawn.
@@ -52,7 +56,8 @@ from .errors import InputError
 __all__ = ["Constraints", "RADIUS", "RESTARTS", "RESTART_STEPS", "PIN", "ROUNDS", "next_click",
            "pick"]
 
-# the steering knobs, chosen on 20 LIDC `test` slices (docs/benchmarks.md, "steer_clicks")
+# the steering knobs, first chosen on 20 LIDC `test` slices; the radius checked on `val`
+# against 1 and 0 (docs/results/steer_val_selection.md)
 RADIUS = 2.0   # model pixels (~1.4 mm at 0.7 mm/pixel)
 RESTARTS = 0   # times the last RESTART_STEPS steps are run again around the completed estimate
 RESTART_STEPS = 3

@@ -412,12 +412,27 @@ def _spacing(spacing, ndim: int) -> tuple[float, ...] | None:
     return s[-ndim:] if len(s) >= ndim else s
 
 
+def _clicked_on_unsteered(seg, req: Request, progress, should_stop) -> Request:
+    """Clicks that do not say what they were made on (`Constraints.shown`) were made on
+    what the request draws without them (same seed: the result shown before clicking);
+    drawn first for models that read it (click conditioning), e.g. `ambiseg sample
+    --include`. The dock says it itself (the result on screen)."""
+    c = req.constraints
+    if not c or c.shown is not None or getattr(getattr(seg, "model", None), "clicks",
+                                               None) is None:
+        return req
+    free = sample_request(seg, replace(req, constraints=None), progress, should_stop)
+    shape = np.shape(req.image)[:3 if req.volume else 2]
+    return replace(req, constraints=c.on(free.mode_one(shape)))
+
+
 def sample_request(seg, req: Request, progress: Progress | None = None,
                    should_stop: Callable[[], bool] | None = None) -> SampleResult:
     """Sample `req` with `seg`; `progress(done, total, text)` per network step.
 
     Raises `Cancelled` within one network evaluation of `should_stop()` returning True.
     """
+    req = _clicked_on_unsteered(seg, req, progress, should_stop)
     if req.volume:
         return sample_volume(seg, req, progress, should_stop)
     t0 = time.perf_counter()
