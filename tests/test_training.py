@@ -274,7 +274,9 @@ def test_a_checkpoint_of_an_older_config_format_resumes(tmp_path):
     tcfg = TrainConfig(iterations=4, **(FAST | {"checkpoint_every": 2}))
     train(tiny_config(), tcfg, tmp_path, resume=False, train_data=data)
     ck = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    ck["model_config"]["name"] = "ambiseg"
+    old = ck["model_config"]  # as format 3 wrote it: with `name`, before click conditioning
+    old.update(name="ambiseg", format_version=3)
+    old.pop("click_conditioning")
     torch.save(ck, tmp_path / "checkpoint.pt")
     events = []
     assert train(tiny_config(), TrainConfig(iterations=6, **FAST), tmp_path, resume=True,
