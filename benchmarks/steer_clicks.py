@@ -36,6 +36,7 @@ section "steer_clicks".
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -307,7 +308,7 @@ def main(argv=None) -> int:
             body += [f"{model_text(weights, seg)}; steering: {method_text(method)}", "",
                      *table(out, args.clicks), "", by_size(out, areas, min(2, args.clicks)), ""]
     slices = len({z for z, _ in todo})
-    cmd = " ".join(["python benchmarks/steer_clicks.py", *(argv or sys.argv[1:])])
+    cmd = "python benchmarks/steer_clicks.py " + shlex.join(argv or sys.argv[1:])
     text = "\n".join([
         "## Steering with clicks", "",
         f"- {len(todo)} (slice, target reader) cases on {slices} evenly spaced slices of "
