@@ -22,6 +22,7 @@ from scipy import ndimage
 
 from ..constraints import Constraints, next_click
 from ..geometry import Region
+from ..models.network import CLICK_CHANNELS
 
 MAX_CLICKS = 3      # clicks per item: 1..MAX_CLICKS, uniformly
 P_ELSEWHERE = 0.3   # a click at a random pixel of its error region instead of its centre
@@ -98,7 +99,7 @@ def batch_clicks(masks: np.ndarray, rows: np.ndarray, target: np.ndarray,
                  learn: np.ndarray, p_clicks: float, rng: np.random.Generator) -> np.ndarray:
     """(B, 3, H, W) uint8 click maps for a batch: items with an outline to learn (`learn`)
     get simulated clicks with probability `p_clicks`, the others none."""
-    out = np.zeros((len(rows), 3, *target.shape[1:]), np.uint8)
+    out = np.zeros((len(rows), CLICK_CHANNELS, *target.shape[1:]), np.uint8)
     for i, (row, t) in enumerate(zip(rows, target)):
         if learn[i] and t.any() and rng.random() < p_clicks:
             out[i] = click_maps(simulate(masks[row].astype(bool), t, rng), t.shape[-1])
