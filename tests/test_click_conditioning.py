@@ -147,12 +147,11 @@ def test_clicks_alone_are_read_as_made_on_the_unsteered_result():
 
 
 def test_the_mask_clicked_on_is_checked_and_placed_on_the_slab():
-    from napari_ambiseg.errors import InputError as E
     from napari_ambiseg.testing import _result
 
     c = Constraints(include=[(1, 5, 5)], shown=np.zeros((3, 8, 8)))
     assert c.plane(1).shown.shape == (8, 8) and c.plane(5).shown is None
-    with pytest.raises(E, match="made on has shape"):
+    with pytest.raises(InputError, match="made on has shape"):
         c.check((4, 8, 8))
     assert c.to_dict()["shown_px"] == 0
     masks = np.zeros((4, 2, 8, 8), bool)

@@ -52,6 +52,7 @@ def test_a_worklist_case_is_steered_with_its_own_prompt(make_napari_viewer, qtbo
     assert (call["constraints"].shown == w.current.out.mode_one(image.data.shape)).all()
     assert call["box"] == pytest.approx(box)
     assert call["seed"] == result["seed"] and call["n"] == run.info["n"]
+    assert call["steps"] == run.info["steps"]
     assert "satisfy the click" in sampler.status.text()
     assert (masks_of(viewer, image) != before).any()  # the case's layers show the redraw
 

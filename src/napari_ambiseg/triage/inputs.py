@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,14 @@ class PromptSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"key": self.key, "values": list(self.values)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PromptSpec:
+        """The spec `to_dict` wrote (result.json's "prompt"; extra keys such as "text"
+        ignored)."""
+        names = {f.name for f in fields(cls)}
+        spec = {k: v for k, v in d.items() if k in names}
+        return cls(**spec | {"values": tuple(spec.get("values", ()))})
 
 
 def prompt_key(case: str, k: int) -> str:

@@ -106,30 +106,21 @@ def result_from_disk(case: wl.Case) -> SampleResult:
 
 
 def request_of(run: wl.Run, case: wl.Case):
-    """The `Request` triage sampled a case's prompt with (result.json's "request", the run's
-    N and finding setting), so that the sampling dock can draw it again given clicks; None
-    when result.json does not say."""
-    from ..volume_sampling import Prompt, Request
+    """The `Request` triage sampled a case's prompt with (`triage.inputs.request_for` on
+    result.json's prompt, seed, spacing and modality and the run's N, steps and finding
+    setting), so that the sampling dock can draw it again given clicks; None when
+    result.json does not say."""
+    from ..triage.inputs import PromptSpec, request_for
 
-    r, res = case.result, case.result.get("result") or {}
-    asked = r.get("request")
-    if not isinstance(asked, dict):
+    r = case.result
+    if not isinstance(r.get("prompt"), dict):
         return None
-    first_last = asked.get("slices")
     spacing = r.get("spacing")
-    return Request(
-        image=case.image.model_image,
-        prompt=Prompt(center=_tuple(asked.get("center")), box=_tuple(asked.get("box")),
-                      z=asked.get("z")),
-        n=run.info.get("n"), steps=res.get("steps"), seed=int(r.get("seed", 0)),
-        spacing=None if spacing is None else tuple(float(v) for v in spacing),
-        modality=str(r.get("modality") or "auto"), volume=bool(asked.get("volume")),
-        slices=None if not first_last else list(range(first_last[0], first_last[-1] + 1)),
-        given_finding=bool(run.info.get("given_finding", True)))
-
-
-def _tuple(v):
-    return None if v is None else tuple(v)
+    return request_for(PromptSpec.from_dict(r["prompt"]), case.image, n=run.info.get("n"),
+                       steps=run.info.get("steps"), seed=int(r.get("seed", 0)),
+                       given_finding=bool(run.info.get("given_finding", True)),
+                       spacing=None if spacing is None else tuple(float(v) for v in spacing),
+                       modality=str(r.get("modality") or "auto"))
 
 
 @dataclass
