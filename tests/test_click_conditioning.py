@@ -11,7 +11,8 @@ from napari_ambiseg.geometry import Region
 from napari_ambiseg.models import build_model
 from napari_ambiseg.segmenter import Segmenter
 from napari_ambiseg.testing import disk, tiny_config, two_mode_data
-from napari_ambiseg.training.clicks import batch_clicks, click_maps, simulate
+from napari_ambiseg.training.clicks import (MAX_CLICKS, batch_clicks, click_maps, on_own_masks,
+                                            simulate)
 from napari_ambiseg.training.config import AugmentConfig, TrainConfig
 from napari_ambiseg.training.examples import TrainingExamples
 from napari_ambiseg.training.trainer import Trainer, batch_tensors
@@ -176,3 +177,45 @@ def test_train_only_trains_the_click_encoder(tmp_path):
     assert changed and all(k.startswith("clicks.") for k in changed)
     with pytest.raises(InputError, match="names no parameter"):
         Trainer(tiny_config(), TrainConfig(train_only=["nothing."], **FAST), tmp_path / "b")
+
+
+def test_clicks_on_the_models_own_masks_follow_what_it_shows():
+    """RITM-style training clicks: each click goes to the largest error of what the model
+    shows given the clicks so far, and the maps say what it was made on."""
+    target = np.stack([disk(32, 6), disk(32, 6)])
+    seen = []
+
+    def shows_nothing_then_too_much(maps):  # unsteered: nothing; steered: a grown disk
+        seen.append(maps.copy())
+        steered = maps[:, :2].reshape(len(maps), -1).any(1)
+        return np.stack([disk(32, 10) if s else np.zeros((32, 32), bool) for s in steered])
+
+    rng = np.random.default_rng(0)
+    maps = on_own_masks(np.array([True, False]), target, shows_nothing_then_too_much, rng)
+    assert len(seen) == MAX_CLICKS and not seen[0].any()  # click 1: on the unsteered mask
+    inc, exc = maps[0, 0] > 0, maps[0, 1] > 0
+    assert inc.sum() == 13 and inc[target[0]].sum() >= 8      # one include, on the target
+    ring = disk(32, 10) & ~target[0]
+    assert exc.sum() == 26 and exc[ring].sum() == 26          # then two excludes on the ring
+    shown = maps[0, 2] > 0                                    # what click 3 was made on
+    assert shown[disk(32, 10) & ~exc].all() and not shown[~(disk(32, 10) | inc)].any()
+    assert not maps[1].any()                                  # not chosen: no clicks
+    # a model that shows the target leaves nothing to click
+    assert not on_own_masks(np.array([True, True]), target, lambda m: target, rng).any()
+
+
+def test_training_on_own_masks_draws_its_clicks_from_the_model(tmp_path):
+    data = two_mode_data(k=8)
+    cfg = TrainConfig(iterations=2, p_clicks=1.0, p_own_clicks=1.0, train_only=["clicks."],
+                      device="cpu", **FAST)
+    trainer = Trainer(tiny_config(click_conditioning=True), cfg, tmp_path)
+    trainer.use_data(data)
+    trainer.begin(resume=False)
+    batch = batch_tensors(trainer.examples, 8, 32, AugmentConfig(), trainer.np_rng, 1.0)
+    image, mask = batch.pop("image"), batch.pop("mask")
+    out = trainer.clicks_on_own_masks(image, mask, batch)
+    assert out["clicks"].shape == (8, 3, 32, 32) and out["has_clicks"].any()
+    inc = out["clicks"][:, 0] > 0
+    assert (inc & (mask[:, 0] > 0)).sum() > 0.5 * inc.sum()  # includes on the outline learnt
+    loss, _, _ = trainer.iterate()
+    assert torch.isfinite(loss)

@@ -11,11 +11,19 @@ sampler knows (`Constraints.known`) and, mostly, the mask the last click was mad
 the annotator saw: in the dock and the benchmark, mode 1 of the result clicked on), drawn in
 the stored crop's frame before augmentation so they move with the image.
 
+With `TrainConfig.p_own_clicks`, a share of the batches instead click on what the model being
+trained shows (`on_own_masks`, RITM's iterative training): the first click on its unsteered
+mask, each next one on its mask given the clicks so far, as the benchmark's annotator clicks
+on mode 1 of each redraw; so the encoder also learns from the errors it leaves itself (a
+region half fixed, clicked again).
+
 Leak-free: the clicks are made from the target outline only, as an annotator makes them from
 the outline they want; nothing about other slices or about which crops exist enters.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 from scipy import ndimage
@@ -62,13 +70,20 @@ def simulate(readers: np.ndarray, target: np.ndarray, rng: np.random.Generator,
             break
         before = shown
         (kind, p), region, shown = fix
-        if rng.random() < P_ELSEWHERE:
-            ys, xs = np.nonzero(region)
-            j = rng.integers(len(ys))
-            p = (int(ys[j]), int(xs[j]))
+        p = _placed(p, region, rng)
         (include if kind == "include" else exclude).append(p)
     seen = before if rng.random() < P_SHOWN else None
     return Constraints(include, exclude, shown=seen)
+
+
+def _placed(p: tuple[int, int], region: np.ndarray, rng: np.random.Generator):
+    """Where the annotator clicks: the error region's centre `p`, or (P_ELSEWHERE) another
+    pixel of it."""
+    if rng.random() >= P_ELSEWHERE:
+        return p
+    ys, xs = np.nonzero(region)
+    j = rng.integers(len(ys))
+    return int(ys[j]), int(xs[j])
 
 
 def correct(shown: np.ndarray, target: np.ndarray):
@@ -104,3 +119,30 @@ def batch_clicks(masks: np.ndarray, rows: np.ndarray, target: np.ndarray,
         if learn[i] and t.any() and rng.random() < p_clicks:
             out[i] = click_maps(simulate(masks[row].astype(bool), t, rng), t.shape[-1])
     return out
+
+
+def on_own_masks(clicked: np.ndarray, target: np.ndarray,
+                 predict: Callable[[np.ndarray], np.ndarray],
+                 rng: np.random.Generator) -> np.ndarray:
+    """(B, 3, H, W) uint8 click maps made on the model's own masks (module notes): the items
+    `clicked` (B,) get 1..MAX_CLICKS clicks against `target` (B, H, W bool), each on
+    `predict(maps)` ((B, 3, H, W) uint8 -> (B, H, W) bool, the mask the model shows given the
+    maps so far; no clicks: its unsteered mask) with the clicked disks set as the sampler
+    sets them; the others none."""
+    b, size = len(target), target.shape[-1]
+    maps = np.zeros((b, CLICK_CHANNELS, size, size), np.uint8)
+    wanted = np.where(clicked, rng.integers(1, MAX_CLICKS + 1, b), 0)
+    told = rng.random(b) < P_SHOWN
+    for k in range(int(wanted.max(initial=0))):
+        shown = predict(maps)
+        for i in np.flatnonzero(wanted > k):
+            seen = (shown[i] | (maps[i, 0] > 0)) & ~(maps[i, 1] > 0)  # known pixels hold
+            fix = correct(seen, target[i])
+            if fix is None:
+                wanted[i] = k  # nothing left to click
+                continue
+            (kind, p), region, _ = fix
+            disk = click_maps(Constraints([_placed(p, region, rng)], []), size)[0]
+            maps[i, 0 if kind == "include" else 1] |= disk
+            maps[i, 2] = seen if told[i] else 0
+    return maps

@@ -56,6 +56,8 @@ class TrainConfig:
     p_neighbour: float = 0.5          # share of items given the adjacent slice's outline
     # click-conditioned models: share of items given simulated clicks (`training.clicks`)
     p_clicks: float = 0.0
+    # share of those batches whose clicks are made on the model's own masks (`clicks.on_own_masks`)
+    p_own_clicks: float = 0.0
     # train only the parameters whose names start so (e.g. ["clicks."]: the rest stays as
     # loaded from `init`); empty: all
     train_only: list[str] = field(default_factory=list)

@@ -38,7 +38,7 @@ from ..weights_io import load_weights, save_weights
 from . import events as ev
 from .augment import AugmentConfig, augment_batch
 from .background import Background
-from .clicks import batch_clicks
+from .clicks import batch_clicks, on_own_masks
 from .config import TrainConfig, save_run_config
 from .data import MultiRaterData, load_data
 from .examples import TrainingExamples, examples_for
@@ -483,6 +483,8 @@ class Trainer:
             if device.type == "cpu":
                 image = image.contiguous(memory_format=torch.channels_last)
             mask = batch.pop("mask")
+            if "clicks" in batch and self.np_rng.random() < cfg.p_own_clicks:
+                batch.update(self.clicks_on_own_masks(image, mask, batch))
             with autocast(device):
                 terms = diffusion_loss(self.net, self.schedule, self.denoiser, image, mask,
                                        self.gen, **batch)
@@ -499,6 +501,32 @@ class Trainer:
         self.ema.update(self.model, self.step)
         self.step += 1
         return loss, kl, bce
+
+    @torch.no_grad()
+    def clicks_on_own_masks(self, image: torch.Tensor, mask: torch.Tensor,
+                            batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The batch's clicks made again on what the model shows (`clicks.on_own_masks`): its
+        x_0 estimate from pure noise (the mean mask), given the clicks so far and the
+        sampler's known pixels; a latent model takes its prior's mean. One image encoding."""
+        model, device = self.model, self.device
+        with autocast(device):
+            feats = model.encode_image(image)
+            z = None if model.latent is None else model.latent.prior(feats[-1]).mu
+        logsnr = torch.full((len(mask),), self.schedule.logsnr_min, device=device)
+        x_t = torch.randn(mask.shape, generator=self.gen).to(device)
+
+        def predict(maps: np.ndarray) -> np.ndarray:
+            clicks = torch.from_numpy(maps).to(device, torch.float32)
+            with autocast(device):
+                raw = model.denoise(x_t, logsnr, model.steer(feats, clicks,
+                                                             clicks[:, :2].flatten(1).any(1)),
+                                    z, batch.get("neighbour"), batch.get("has_neighbour"))
+            return (self.denoiser.x_hat(raw, x_t, logsnr)[:, 0] > 0).cpu().numpy()
+
+        maps = on_own_masks(batch["has_clicks"].cpu().numpy(), (mask[:, 0] > 0).cpu().numpy(),
+                            predict, self.np_rng)
+        clicks = torch.from_numpy(maps).to(device, torch.float32)
+        return {"clicks": clicks, "has_clicks": clicks[:, :2].flatten(1).any(1)}
 
     def end_of_step(self, row: dict[str, Any], validating: bool) -> None:
         """Validation, log row, checkpoint after iteration `step` (also: a resumed pending
