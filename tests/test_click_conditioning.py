@@ -11,8 +11,7 @@ from napari_ambiseg.geometry import Region
 from napari_ambiseg.models import build_model
 from napari_ambiseg.segmenter import Segmenter
 from napari_ambiseg.testing import disk, tiny_config, two_mode_data
-from napari_ambiseg.training.clicks import (MAX_CLICKS, batch_clicks, click_maps, on_own_masks,
-                                            simulate)
+from napari_ambiseg.training.clicks import MAX_CLICKS, batch_clicks, click_maps, on_own_masks, simulate
 from napari_ambiseg.training.config import AugmentConfig, TrainConfig
 from napari_ambiseg.training.examples import TrainingExamples
 from napari_ambiseg.training.trainer import Trainer, batch_tensors
