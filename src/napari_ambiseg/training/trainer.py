@@ -123,9 +123,14 @@ def batch_tensors(examples: TrainingExamples, b: int, size: int, aug: AugmentCon
            "exists": torch.from_numpy(batch.exists),
            "learn_exists": torch.from_numpy(batch.learn_exists)}
     if p_clicks > 0:
-        clicks = (masks[:, 2:] > 0).float()  # {-1, +1} -> {0, 1}
-        out.update(clicks=clicks, has_clicks=clicks[:, :2].flatten(1).any(1))
+        out.update(_click_inputs((masks[:, 2:] > 0).float()))  # {-1, +1} -> {0, 1}
     return out
+
+
+def _click_inputs(clicks: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The model's click inputs: the maps and which items have a click (an include or exclude
+    disk) for the encoder to read."""
+    return {"clicks": clicks, "has_clicks": clicks[:, :2].flatten(1).any(1)}
 
 
 def _rank() -> tuple[int, int]:
@@ -515,18 +520,17 @@ class Trainer:
         logsnr = torch.full((len(mask),), self.schedule.logsnr_min, device=device)
         x_t = torch.randn(mask.shape, generator=self.gen).to(device)
 
+        def inputs(maps: np.ndarray) -> dict[str, torch.Tensor]:
+            return _click_inputs(torch.from_numpy(maps).to(device, torch.float32))
+
         def predict(maps: np.ndarray) -> np.ndarray:
-            clicks = torch.from_numpy(maps).to(device, torch.float32)
             with autocast(device):
-                raw = model.denoise(x_t, logsnr, model.steer(feats, clicks,
-                                                             clicks[:, :2].flatten(1).any(1)),
-                                    z, batch.get("neighbour"), batch.get("has_neighbour"))
+                raw = model.denoise(x_t, logsnr, model.steer(feats, **inputs(maps)), z,
+                                    batch.get("neighbour"), batch.get("has_neighbour"))
             return (self.denoiser.x_hat(raw, x_t, logsnr)[:, 0] > 0).cpu().numpy()
 
-        maps = on_own_masks(batch["has_clicks"].cpu().numpy(), (mask[:, 0] > 0).cpu().numpy(),
-                            predict, self.np_rng)
-        clicks = torch.from_numpy(maps).to(device, torch.float32)
-        return {"clicks": clicks, "has_clicks": clicks[:, :2].flatten(1).any(1)}
+        return inputs(on_own_masks(batch["has_clicks"].cpu().numpy(),
+                                   (mask[:, 0] > 0).cpu().numpy(), predict, self.np_rng))
 
     def end_of_step(self, row: dict[str, Any], validating: bool) -> None:
         """Validation, log row, checkpoint after iteration `step` (also: a resumed pending
