@@ -216,5 +216,8 @@ def test_training_on_own_masks_draws_its_clicks_from_the_model(tmp_path):
     assert out["clicks"].shape == (8, 3, 32, 32) and out["has_clicks"].any()
     inc = out["clicks"][:, 0] > 0
     assert (inc & (mask[:, 0] > 0)).sum() > 0.5 * inc.sum()  # includes on the outline learnt
+    made = []  # the training step itself takes its clicks from the model (p_own_clicks = 1)
+    own = trainer.clicks_on_own_masks
+    trainer.clicks_on_own_masks = lambda *a: made.append(own(*a)) or made[-1]
     loss, _, _ = trainer.iterate()
-    assert torch.isfinite(loss)
+    assert torch.isfinite(loss) and len(made) == 1 and made[0]["has_clicks"].any()
