@@ -24,7 +24,7 @@ target reader, the share of samples satisfying the clicks (`Constraints.satisfie
 diversity left (mean 1 - IoU over distinct pairs of samples), the median in-process time of
 one request (`SampleResult.timings["total"]`: N masks x the model's steps per round; 0 clicks:
 the unconstrained request) and the mean number of samples drawn (rounds, `Constraints`).
-`--method radius=R,restarts=K,restart_steps=S,pin=0|1,rounds=M,encoder=0|1` sets
+`--method radius=R,known_radius=Q,restarts=K,restart_steps=S,pin=0|1,rounds=M,encoder=0|1` sets
 `Constraints`' knobs (default: the shipped ones; `encoder=0` leaves a click-conditioned
 model's click encoder out: known pixels only, i.e. the model it was fine-tuned from); several
 `--method` and `--weights` give one table each (how the method was chosen). Also printed: how
@@ -79,7 +79,7 @@ def constraints_of(clicks, method: dict) -> Constraints:
 
 def parse_method(text: str) -> dict:
     """'radius=2,restarts=1' -> Constraints keyword arguments."""
-    kinds = {"radius": float, "restarts": int, "restart_steps": int,
+    kinds = {"radius": float, "known_radius": float, "restarts": int, "restart_steps": int,
              "pin": lambda v: bool(int(v)), "rounds": int, "encoder": lambda v: bool(int(v))}
     out = {}
     for item in filter(None, text.split(",")):
@@ -94,7 +94,8 @@ def method_text(method: dict) -> str:
     knobs = dict(method)
     encoder = knobs.pop("encoder", True)
     c = Constraints(**knobs)
-    return (f"radius {c.radius:g} model px, {c.restarts} restart(s) of {c.restart_steps} steps, "
+    return (f"radius {c.radius:g} model px (known: {c.known_radius:g} with a click encoder), "
+            f"{c.restarts} restart(s) of {c.restart_steps} steps, "
             f"clicked include pixels {'pinned' if c.pin else 'not pinned'}, up to {c.rounds} "
             f"round(s) of N" + ("" if encoder else ", click encoder off (known pixels only)"))
 
@@ -267,7 +268,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--steps", type=int, default=None, help="default: the model's")
     ap.add_argument("--method", action="append", default=None, metavar="KEY=VALUE,...",
-                    help="steering knobs: radius, restarts, restart_steps, pin, rounds, encoder "
+                    help="steering knobs: radius, known_radius, restarts, restart_steps, pin, rounds, encoder "
                          "(0: known pixels only) (repeatable)")
     ap.add_argument("--weights", action="append", default=None,
                     help="a model to measure (repeatable; default: the bundled one)")

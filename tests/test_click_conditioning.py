@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+import napari_ambiseg.segmenter as segmenter_module
+import napari_ambiseg.training.trainer as trainer_module
 from napari_ambiseg.constraints import Constraints, next_click
 from napari_ambiseg.errors import InputError
 from napari_ambiseg.geometry import Region
@@ -14,7 +16,7 @@ from napari_ambiseg.testing import disk, tiny_config, two_mode_data
 from napari_ambiseg.training.clicks import MAX_CLICKS, batch_clicks, click_maps, on_own_masks, simulate
 from napari_ambiseg.training.config import AugmentConfig, TrainConfig
 from napari_ambiseg.training.examples import TrainingExamples
-from napari_ambiseg.training.trainer import Trainer, batch_tensors
+from napari_ambiseg.training.trainer import Trainer, batch_tensors, click_item_weights
 
 FAST = dict(batch_size=8, warmup=5, val_every=10**9, checkpoint_every=5, log_every=5)
 
@@ -85,6 +87,35 @@ def test_a_click_model_samples_unsteered_exactly_like_its_base_and_steered_with_
     on = c.on(disk(48, 6, (24, 24)))
     assert np.array_equal(a.sample(image, constraints=on, **kw).masks, sa.masks)
     assert not np.array_equal(b.sample(image, constraints=on, **kw).masks, sb.masks)
+
+
+def test_a_click_encoder_reads_the_clicks_disk_and_the_known_pixels_keep_a_smaller_one(
+        monkeypatch):
+    base, steered = _models()
+    image = (disk(48, 8) * 150 + 50).astype(np.float32)
+    c = Constraints(include=[(24, 24)], exclude=[(24, 32)], rounds=1)
+    assert (c.radius, c.known_radius) == (2.0, 1.0) and c.known_disk(False) == 2.0
+    seen = {}
+    sample_masks = segmenter_module.sample_masks
+
+    def spy(*a, known=None, **k):
+        seen["known"] = known
+        return sample_masks(*a, known=known, **k)
+
+    monkeypatch.setattr(segmenter_module, "sample_masks", spy)
+    read = []
+    steer = steered.steer
+    monkeypatch.setattr(steered, "steer", lambda f, clicks, has: read.append(clicks) or
+                        steer(f, clicks, has))
+    kw = dict(n=2, steps=2, seed=0, center=(24, 24), modality="8bit", constraints=c)
+    Segmenter(steered, tiny_config(click_conditioning=True), "cpu").sample(image, **kw)
+    # 13-pixel disks (radius 2) for the encoder, 5-pixel ones (radius 1) known (the
+    # include at the crop centre, model pixel (16, 16))
+    assert read[0][0, 0].sum() == 13 and read[0][0, 1].sum() == 13
+    where = seen["known"].where[0, 0]
+    assert where.sum() == 10 and where[16, 16] and where[15, 16] and not where[14, 16]
+    Segmenter(base, tiny_config(), "cpu").sample(image, **kw)  # no encoder: radius 2 known
+    assert seen["known"].where[0, 0].sum() == 26
 
 
 def test_simulated_clicks_point_at_what_the_target_reader_wants():
@@ -221,3 +252,31 @@ def test_training_on_own_masks_draws_its_clicks_from_the_model(tmp_path):
     trainer.clicks_on_own_masks = lambda *a: made.append(own(*a)) or made[-1]
     loss, _, _ = trainer.iterate()
     assert torch.isfinite(loss) and len(made) == 1 and made[0]["has_clicks"].any()
+
+
+def test_clicked_items_can_learn_per_outline_pixel(tmp_path, monkeypatch):
+    mask = -torch.ones(3, 1, 32, 32)
+    mask[0, 0, 12:16, 12:16] = 1   # 16 px, clicked
+    mask[1, 0, 4:28, 4:28] = 1     # 576 px, clicked
+    mask[2, 0, 12:16, 12:16] = 1   # not clicked
+    w = click_item_weights(mask, torch.tensor([True, True, False]))
+    assert w[:2].mean().item() == pytest.approx(1.0) and w[2].item() == 1.0
+    assert w[0] / w[1] == pytest.approx((576 + 50) / (16 + 50))  # a small outline weighs more
+    assert torch.equal(click_item_weights(mask, torch.zeros(3, dtype=torch.bool)), torch.ones(3))
+
+    cfg = TrainConfig(iterations=2, p_clicks=1.0, click_loss_per_area=True,
+                      train_only=["clicks."], device="cpu", **FAST)
+    trainer = Trainer(tiny_config(click_conditioning=True), cfg, tmp_path)
+    trainer.use_data(two_mode_data(k=8))
+    trainer.begin(resume=False)
+    seen, loss_of = [], trainer_module.diffusion_loss
+
+    def spy(*a, **k):
+        seen.append(k)
+        return loss_of(*a, **k)
+
+    monkeypatch.setattr(trainer_module, "diffusion_loss", spy)
+    loss, _, _ = trainer.iterate()
+    weight, clicked = seen[0]["item_weight"], seen[0]["has_clicks"]
+    assert torch.isfinite(loss) and clicked.any()  # the step's loss was weighted per area
+    assert weight[clicked].mean().item() == pytest.approx(1.0) and (weight[~clicked] == 1).all()

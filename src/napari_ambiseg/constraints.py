@@ -9,11 +9,17 @@ are drawn again *given* the clicks, inside the diffusion process.
 
 How (`diffusion.sampler.Known`; the knobs chosen on LIDC `test` slices, docs/benchmarks.md
 "steer_clicks"):
-* each click becomes a disk of `radius` = 2 model pixels (at the model's crop scale, 0.7 mm
-  per pixel for the LIDC model; the clicked pixel itself always) whose x_0 is known, +1
-  inside an include and -1 inside an exclude; after every network evaluation the
-  x-prediction takes these values there (RePaint-style replacement), so the next step's x_t
-  carries them at that noise level and the network completes the outline around them. The
+* each click becomes a disk whose x_0 is known, +1 inside an include and -1 inside an
+  exclude (the clicked pixel itself always): `radius` = 2 model pixels (at the model's crop
+  scale, 0.7 mm per pixel for the LIDC model) for a model without a click encoder,
+  `known_radius` = 1 for one with (its encoder reads the click's `radius` disk and completes
+  the outline; the known disk kept small, since a click on a thin error region, e.g. a rim
+  one pixel wide, would otherwise fix pixels on the other side of the wanted boundary: on
+  outlines under 50 px a third of an include's 2-pixel disk and a fifth of an exclude's lie
+  there; `known_disk`; chosen on `val`, docs/results/steer_val_selection.md); after every
+  network evaluation the x-prediction takes these values there (RePaint-style replacement),
+  so the next step's x_t carries them at that noise level and the network completes the
+  outline around them. The
   last estimate is the network's own, except that an include's clicked pixel is set in it
   (`pin`; an exclude's is not: no hole is punched). Where an include disk and an exclude disk
   overlap nothing is known but the clicked pixels. RePaint's resampling (`restarts`: run the
@@ -53,12 +59,13 @@ from scipy import ndimage
 
 from .errors import InputError
 
-__all__ = ["Constraints", "RADIUS", "RESTARTS", "RESTART_STEPS", "PIN", "ROUNDS", "next_click",
-           "pick"]
+__all__ = ["Constraints", "KNOWN_RADIUS", "RADIUS", "RESTARTS", "RESTART_STEPS", "PIN", "ROUNDS",
+           "next_click", "pick"]
 
 # the steering knobs, first chosen on 20 LIDC `test` slices; the radius checked on `val`
 # against 1 and 0 (docs/results/steer_val_selection.md)
 RADIUS = 2.0   # model pixels (~1.4 mm at 0.7 mm/pixel)
+KNOWN_RADIUS = 1.0  # the known disk of a model with a click encoder (it reads RADIUS disks)
 RESTARTS = 0   # times the last RESTART_STEPS steps are run again around the completed estimate
 RESTART_STEPS = 3
 PIN = True     # an include's clicked pixel also set in the returned masks
@@ -98,7 +105,8 @@ class Constraints:
     exclude: Any = ()
     include_mask: np.ndarray | None = None
     exclude_mask: np.ndarray | None = None
-    radius: float = RADIUS  # disk around each click, model pixels
+    radius: float = RADIUS  # disk around each click, model pixels (what an encoder reads)
+    known_radius: float = KNOWN_RADIUS  # known disk when a click encoder reads the clicks
     restarts: int = RESTARTS
     restart_steps: int = RESTART_STEPS
     pin: bool = PIN
@@ -123,7 +131,8 @@ class Constraints:
         if len(dims) > 1:
             raise InputError("include and exclude points mix (y, x) and (z, y, x): give all "
                              "on the image's axes")
-        if self.radius < 0 or self.restarts < 0 or self.restart_steps < 1 or self.rounds < 1:
+        if (min(self.radius, self.known_radius) < 0 or self.restarts < 0
+                or self.restart_steps < 1 or self.rounds < 1):
             raise InputError("the click radius and restarts must be >= 0, restart steps and "
                              "rounds >= 1")
 
@@ -173,14 +182,14 @@ class Constraints:
         """The 2D constraints of slice `z` (volume constraints); 2D constraints as they are."""
         if self.ndim != 3:
             return self
-        return Constraints(
-            [p[1:] for p in self.include if p[0] == z], [p[1:] for p in self.exclude if p[0] == z],
-            None if self.include_mask is None or not 0 <= z < len(self.include_mask)
-            else self.include_mask[z],
-            None if self.exclude_mask is None or not 0 <= z < len(self.exclude_mask)
-            else self.exclude_mask[z], self.radius, self.restarts, self.restart_steps, self.pin,
-            self.rounds, None if self.shown is None or not 0 <= z < len(self.shown)
-            else self.shown[z])
+        def on_z(m):
+            return None if m is None or not 0 <= z < len(m) else m[z]
+
+        return dataclasses.replace(
+            self, include=[p[1:] for p in self.include if p[0] == z],
+            exclude=[p[1:] for p in self.exclude if p[0] == z],
+            include_mask=on_z(self.include_mask), exclude_mask=on_z(self.exclude_mask),
+            shown=on_z(self.shown))
 
     def on(self, shown: np.ndarray | None) -> Constraints:
         """These clicks as made on `shown` (the mask shown when clicking; `shown`)."""
@@ -239,9 +248,17 @@ class Constraints:
         return [p for p in self.include if not _inside(_model_xy(p, region, size), size)]
 
     # -- the diffusion's known pixels ---------------------------------------------------
-    def known(self, region, size: int) -> np.ndarray:
+    def known_disk(self, encoder: bool) -> float:
+        """The radius (model pixels) of a click's known disk: `known_radius` for a model
+        whose click encoder reads the clicks, `radius` for one without (module notes)."""
+        return self.known_radius if encoder else self.radius
+
+    def known(self, region, size: int, radius: float | None = None) -> np.ndarray:
         """(size, size) float32 in the model's crop frame of this plane's (2D) constraints:
-        +1 known inside (include), -1 known outside (exclude), 0 unknown (module notes)."""
+        +1 known inside (include), -1 known outside (exclude), 0 unknown, +2 an include's
+        clicked pixel; each click a disk of `radius` (default: `self.radius`) model pixels,
+        painted areas as painted (module notes)."""
+        radius = self.radius if radius is None else radius
         iy, ix = np.indices((size, size), dtype=np.float64)
         inc = np.zeros((size, size), bool)
         exc = np.zeros((size, size), bool)
@@ -249,7 +266,7 @@ class Constraints:
         for pts, into, value in ((self.include, inc, 1.0), (self.exclude, exc, -1.0)):
             for p in pts:
                 my, mx = _model_xy(p, region, size)
-                into |= (iy - my) ** 2 + (ix - mx) ** 2 <= self.radius ** 2
+                into |= (iy - my) ** 2 + (ix - mx) ** 2 <= radius ** 2
                 py, px = int(np.floor(my + 0.5)), int(np.floor(mx + 0.5))
                 if 0 <= py < size and 0 <= px < size:
                     pins.append((py, px, value))
@@ -336,7 +353,8 @@ class Constraints:
                                 ("exclude_area_px", self.exclude_mask))}
         return {"include": [list(p) for p in self.include],
                 "exclude": [list(p) for p in self.exclude], **area,
-                "radius_px": float(self.radius), "restarts": int(self.restarts),
+                "radius_px": float(self.radius),
+                "known_radius_px": float(self.known_radius), "restarts": int(self.restarts),
                 "restart_steps": int(self.restart_steps), "pin": bool(self.pin),
                 "rounds": int(self.rounds),
                 "shown_px": None if self.shown is None else int(self.shown.sum())}

@@ -144,7 +144,8 @@ class Segmenter:
              neighbour: np.ndarray | None = None, exists: np.ndarray | None = None,
              given_finding: bool = False, with_existence: bool = False,
              known: np.ndarray | None = None, steering: Constraints | None = None,
-             included: Sequence[bool] | None = None, shown: np.ndarray | None = None):
+             included: Sequence[bool] | None = None, shown: np.ndarray | None = None,
+             clicked: np.ndarray | None = None):
         """x_in (B, C, crop, crop) network inputs -> x_hat (B, n, crop, crop) in [-1, 1].
 
         The image is encoded once per input; the samples run as one batch; z (if the model has
@@ -166,8 +167,9 @@ class Segmenter:
         in each input's crop frame (`Constraints.known`: > 0 inside, < 0 outside, 0 unknown,
         +-2 the clicked pixels); every step's x-prediction takes them
         (`diffusion.sampler.Known`) with the knobs of `steering` (restarts, pinned clicks).
-        Without `known` nothing changes. Click-conditioned models also read the clicks (and
-        `shown` (B, crop, crop) in {0, 1}, the mask they were made on) through their click
+        Without `known` nothing changes. Click-conditioned models also read the clicks
+        (`clicked`, like `known` with each click's `Constraints.radius` disk; default `known`)
+        and `shown` (B, crop, crop) in {0, 1}, the mask they were made on, through their click
         encoder.
         With `with_existence`, returns (x_hat, p (B,) or None).
         """
@@ -178,7 +180,7 @@ class Segmenter:
         with autocast(self.device):
             feats = self.model.encode_image(self._to_device(x_in))
             p, keep = self._existence(feats, streams, n, exists, given_finding)
-            feats = self._steered(feats, known, shown)
+            feats = self._steered(feats, known if clicked is None else clicked, shown)
             z = self._latents(feats, streams, n)
             nb, has = self._neighbours(neighbour, shape)
             if nb is not None and exists is None:
@@ -326,9 +328,9 @@ class Segmenter:
             prompts = [_around_includes(c, pr) for c, pr in zip(planes_of, prompts)]
         planes, regions, x_all = self.inputs(volume, zs, prompts, spacing, modality)
         size = self.cfg.crop_size
-        known = None
+        known = clicked = None
         if planes_of is not None:
-            known = self._known_maps(planes_of, zs, regions, size)
+            known, clicked = self._known_maps(planes_of, zs, regions, size)
         per = max(1, (max_batch or self.default_batch()) // n)
         chunks = [range(i, min(i + per, len(zs))) for i in range(0, len(zs), per)]
         out = []
@@ -344,7 +346,8 @@ class Segmenter:
             plan = None if exists is None else np.stack([exists[i] for i in chunk])
             steer = {}
             if known is not None:
-                steer = {"known": known[list(chunk)], "steering": constraints,
+                steer = {"known": known[list(chunk)], "clicked": clicked[list(chunk)],
+                         "steering": constraints,
                          "included": [planes_of[i].has_include for i in chunk],
                          "shown": np.stack([planes_of[i].shown_map(regions[i], size)
                                             for i in chunk])}
@@ -366,9 +369,12 @@ class Segmenter:
             return None
         return [constraints.plane(z) for z in zs]
 
-    def _known_maps(self, planes_of: list[Constraints], zs, regions, size: int) -> np.ndarray:
-        """(slices, crop, crop) known pixels of every slice; an include click the model
-        cannot see from its prompt is refused before any network work."""
+    def _known_maps(self, planes_of: list[Constraints], zs, regions,
+                    size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(known, clicked): (slices, crop, crop) known pixels of every slice (each click's
+        `Constraints.known_disk` for this model) and the clicks as its click encoder reads
+        them (their `radius` disks); an include click the model cannot see from its prompt is
+        refused before any network work."""
         for z, c, r in zip(zs, planes_of, regions):
             far = c.outside_view(r, size)
             if far:
@@ -378,8 +384,14 @@ class Segmenter:
                     f"include point {tuple(far[0][-2:])}{on} is outside the region the model "
                     f"sees around the prompt (rows {y0}..{y1 - 1}, columns {x0}..{x1 - 1}): "
                     "prompt nearer to it or leave it out")
-        return np.stack([c.known(r, size) if c else np.zeros((size, size), np.float32)
-                         for c, r in zip(planes_of, regions)])
+        encoder = self.model.clicks is not None
+
+        def maps(radius_of) -> np.ndarray:
+            return np.stack([c.known(r, size, radius_of(c)) if c else
+                             np.zeros((size, size), np.float32)
+                             for c, r in zip(planes_of, regions)])
+
+        return maps(lambda c: c.known_disk(encoder)), maps(lambda c: c.radius)
 
     def _counts(self, n: int | None, steps: int | None) -> tuple[int, int]:
         return sampling_counts(self.cfg, n, steps)

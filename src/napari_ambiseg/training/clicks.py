@@ -127,8 +127,9 @@ def on_own_masks(clicked: np.ndarray, target: np.ndarray,
     """(B, 3, H, W) uint8 click maps made on the model's own masks (module notes): the items
     `clicked` (B,) get 1..MAX_CLICKS clicks against `target` (B, H, W bool), each on
     `predict(maps)` ((B, 3, H, W) uint8 -> (B, H, W) bool, the mask the model shows given the
-    maps so far; no clicks: its unsteered mask) with the clicked disks set as the sampler
-    sets them; the others none."""
+    maps so far; no clicks: its unsteered mask) with the clicked disks (the encoder's,
+    `Constraints.radius`) set, as the sampler set them for models 7 and 8's training (it now
+    keeps only `Constraints.known_radius` of them); the others none."""
     b, size = len(target), target.shape[-1]
     maps = np.zeros((b, CLICK_CHANNELS, size, size), np.uint8)
     wanted = np.where(clicked, rng.integers(1, MAX_CLICKS + 1, b), 0)

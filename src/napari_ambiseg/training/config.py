@@ -58,6 +58,9 @@ class TrainConfig:
     p_clicks: float = 0.0
     # share of those batches whose clicks are made on the model's own masks (`clicks.on_own_masks`)
     p_own_clicks: float = 0.0
+    # clicked items' loss per outline pixel, not per crop pixel (`trainer.click_item_weights`):
+    # Dice, which clicks are judged by, weighs a pixel of a small outline more
+    click_loss_per_area: bool = False
     # train only the parameters whose names start so (e.g. ["clicks."]: the rest stays as
     # loaded from `init`); empty: all
     train_only: list[str] = field(default_factory=list)

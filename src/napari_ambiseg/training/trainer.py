@@ -83,10 +83,12 @@ def diffusion_loss(model, schedule: Schedule, denoiser: Denoiser, image: torch.T
                    neighbour: torch.Tensor | None = None, has_neighbour: torch.Tensor | None = None,
                    learn_outline: torch.Tensor | None = None, exists: torch.Tensor | None = None,
                    learn_exists: torch.Tensor | None = None, clicks: torch.Tensor | None = None,
-                   has_clicks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                   has_clicks: torch.Tensor | None = None,
+                   item_weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Loss terms: "loss" = w(t) ||x_hat - x||^2 (mean over pixels, then over the items with an
-    outline to learn), "kl" (0 without latent), "bce" (existence head: binary cross-entropy
-    against the readers' non-empty share on the items that train it; 0 without head)."""
+    outline to learn, weighted by `item_weight` if given), "kl" (0 without latent), "bce"
+    (existence head: binary cross-entropy against the readers' non-empty share on the items
+    that train it; 0 without head)."""
     b = mask.shape[0]
     t = ((torch.rand(1, generator=gen) + torch.arange(b) / b) % 1.0)  # stratified times
     noise = torch.randn(mask.shape, generator=gen)
@@ -96,6 +98,8 @@ def diffusion_loss(model, schedule: Schedule, denoiser: Denoiser, image: torch.T
                            has_clicks)
     per_item = denoiser.loss(out, x_t, mask, logsnr)
     keep = torch.ones_like(per_item) if learn_outline is None else learn_outline.to(per_item)
+    if item_weight is not None:
+        keep = keep * item_weight.to(per_item)
     terms = {"loss": (per_item * keep).sum() / keep.sum().clamp_min(1.0), "kl": kl.mean(),
              "bce": per_item.new_zeros(())}
     if logit is not None and exists is not None:
@@ -131,6 +135,21 @@ def _click_inputs(clicks: torch.Tensor) -> dict[str, torch.Tensor]:
     """The model's click inputs: the maps and which items have a click (an include or exclude
     disk) for the encoder to read."""
     return {"clicks": clicks, "has_clicks": clicks[:, :2].flatten(1).any(1)}
+
+
+AREA_FLOOR = 50.0  # px: clicked outlines smaller than this weigh about alike
+
+
+def click_item_weights(mask: torch.Tensor, has_clicks: torch.Tensor) -> torch.Tensor:
+    """(B,) loss weights putting the clicked items' loss per outline pixel
+    (`TrainConfig.click_loss_per_area`): 1 / (area + AREA_FLOOR), scaled to a mean of 1 over
+    the clicked items; the others 1."""
+    area = (mask > 0).flatten(1).sum(1).float()
+    w = 1.0 / (area + AREA_FLOOR)
+    clicked = has_clicks.bool()
+    if not clicked.any():
+        return torch.ones_like(w)
+    return torch.where(clicked, w / w[clicked].mean(), torch.ones_like(w))
 
 
 def _rank() -> tuple[int, int]:
@@ -490,6 +509,8 @@ class Trainer:
             mask = batch.pop("mask")
             if "clicks" in batch and self.np_rng.random() < cfg.p_own_clicks:
                 batch.update(self.clicks_on_own_masks(image, mask, batch))
+            if "clicks" in batch and cfg.click_loss_per_area:
+                batch["item_weight"] = click_item_weights(mask, batch["has_clicks"])
             with autocast(device):
                 terms = diffusion_loss(self.net, self.schedule, self.denoiser, image, mask,
                                        self.gen, **batch)
