@@ -254,6 +254,49 @@ def reference_lines(refs: list[dict], areas: list[int], clicks_max: int) -> list
         "0.7 mm) alone gives Dice " + "; ".join(bins)]
 
 
+def plot_curves(measured: list[tuple[str, dict]], clicks_max: int, path: Path) -> Path:
+    """The curves by click count: mode-1 Dice (and best of N) of each measured model and
+    method with the two baselines, and the share of samples satisfying the clicks."""
+    from matplotlib.figure import Figure
+
+    ks = list(range(clicks_max + 1))
+    fig = Figure(figsize=(9, 3.6), dpi=110)
+    dice_ax, sat_ax = fig.subplots(1, 2)
+    for j, (label, out) in enumerate(measured):
+        colour = f"C{j}"
+        steered = [[r[k] for r in out["steered"]] for k in ks]
+        dice_ax.plot(ks, [_mean(s, "dice") for s in steered], "o-", color=colour,
+                     label=f"{label}: mode 1")
+        dice_ax.plot(ks, [_mean(s, "best") for s in steered], "o--", color=colour, alpha=0.5,
+                     label=f"{label}: best of N")
+        sat_ax.plot(ks, [100 * _mean(s, "satisfied") for s in steered], "o-", color=colour,
+                    label=label)
+    first = measured[0][1]
+    for key, name, style in (("rejection", "rejection: mode 1", "s:"),
+                             ("one_mask", "one mean mask", "^:")):
+        dice_ax.plot(ks, [_mean([r[k] for r in first[key]], "dice") for k in ks], style,
+                     color="grey", label=name)
+    dice_ax.axhline(0.85, color="k", lw=0.8, ls="--")
+    dice_ax.annotate("target after 2 clicks", (0, 0.85), (0.05, 0.855), fontsize=7)
+    sat_ax.axhline(95, color="k", lw=0.8, ls="--")
+    for ax, title, unit in ((dice_ax, "Dice to the target reader", "Dice"),
+                            (sat_ax, "samples satisfying the clicks", "%")):
+        ax.set_xticks(ks)
+        ax.set_xlabel("clicks")
+        ax.set_ylabel(unit)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    dice_ax.legend(fontsize=6, loc="lower right")
+    sat_ax.legend(fontsize=6, loc="lower left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+PLOT = Path(__file__).resolve().parents[1] / "docs" / "img" / "steer_clicks.png"
+
+
 def model_text(weights: str | None, seg) -> str:
     name = "bundled model" if weights is None else Path(weights).name
     clicks = "with" if seg.model.clicks is not None else "without"
@@ -283,7 +326,7 @@ def main(argv=None) -> int:
               for z, r in todo]
     variants = [parse_method(m) for m in args.method or [""]]
     t0 = time.perf_counter()
-    body, steps, refs = [], None, []
+    body, steps, refs, measured = [], None, [], []
     for weights in args.weights or [None]:
         refs_now: list[dict] = []
         seg = Segmenter.load(weights, device="cpu")
@@ -306,6 +349,10 @@ def main(argv=None) -> int:
         print(file=sys.stderr)
         refs = refs or refs_now
         for method, out in zip(variants, found):
+            short = "known pixels only" if not method.get("encoder", True) else "steered"
+            if len(args.weights or [None]) > 1:
+                short = f"{Path(weights or 'bundled').name}, {short}"
+            measured.append((short, out))
             body += [f"{model_text(weights, seg)}; steering: {method_text(method)}", "",
                      *table(out, args.clicks), "", by_size(out, areas, min(2, args.clicks)), ""]
     slices = len({z for z, _ in todo})
@@ -329,12 +376,15 @@ def main(argv=None) -> int:
         f"outlines have a median area of {np.median(areas):.0f} px",
         *reference_lines(refs, areas, args.clicks),
         "- targets: mode-1 Dice >= 0.85 after 2 clicks, satisfied >= 95%, latency <= 1 s",
+        *(["", f"![Mode-1 Dice and the share of samples satisfying the clicks, by click "
+           f"count](img/{PLOT.name})"] if args.write_doc else []),
         "", *body,
         f"- {time.perf_counter() - t0:.0f} s in all; machine: {machine()}",
         f"- command: `{cmd}`"])
     print(text)
     if args.write_doc:
         print(f"wrote {write_section('steer_clicks', text)}")
+        print(f"wrote {plot_curves(measured, args.clicks, PLOT)}")
     return 0
 
 
