@@ -260,7 +260,7 @@ def plot_curves(measured: list[tuple[str, dict]], clicks_max: int, path: Path) -
     from matplotlib.figure import Figure
 
     ks = list(range(clicks_max + 1))
-    fig = Figure(figsize=(9, 3.6), dpi=110)
+    fig = Figure(figsize=(9, 4.3), dpi=110, layout="constrained")
     dice_ax, sat_ax = fig.subplots(1, 2)
     for j, (label, out) in enumerate(measured):
         colour = f"C{j}"
@@ -286,9 +286,9 @@ def plot_curves(measured: list[tuple[str, dict]], clicks_max: int, path: Path) -
         ax.set_ylabel(unit)
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-    dice_ax.legend(fontsize=6, loc="lower right")
-    sat_ax.legend(fontsize=6, loc="lower left")
-    fig.tight_layout()
+    # below the axes: inside, the legend would hide the baselines' points
+    dice_ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=2)
+    sat_ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=2)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
