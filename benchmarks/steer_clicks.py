@@ -286,9 +286,8 @@ def plot_curves(measured: list[tuple[str, dict]], clicks_max: int, path: Path) -
         ax.set_ylabel(unit)
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-    # below the axes: inside, the legend would hide the baselines' points
-    dice_ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=2)
-    sat_ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=2)
+    for ax in (dice_ax, sat_ax):  # below the axes: inside, they would hide the baselines' points
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=2)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
